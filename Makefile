@@ -81,14 +81,14 @@ $(BUILD)/lib/libmimirtest.a: $(TLIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-.SECONDEXPANSION:
-$(BUILD)/bin/mimir-%: $$(patsubst %.c,$(BUILD)/obj/%.o,$$(wildcard services/$$*/*.c)) $(BUILD)/lib/libmimir.a
-	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(BUILD)/lib/libmimir.a $(LDLIBS)
-
-$(BUILD)/bin/%: $$(patsubst %.c,$(BUILD)/obj/%.o,$$(wildcard cli/$$*/*.c)) $(BUILD)/lib/libmimir.a
-	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(BUILD)/lib/libmimir.a $(LDLIBS)
+# One explicit link rule per service and tool (their objects are known only by layout).
+define link_rule
+$(1): $(addprefix $(BUILD)/obj/,$(patsubst %.c,%.o,$(wildcard $(2)/*.c))) $(BUILD)/lib/libmimir.a
+	@mkdir -p $$(@D)
+	$$(CC) $$(LDFLAGS) -o $$@ $$(filter %.o,$$^) $(BUILD)/lib/libmimir.a $$(LDLIBS)
+endef
+$(foreach d,$(SVC_DIRS),$(eval $(call link_rule,$(BUILD)/bin/mimir-$(notdir $(d)),$(d))))
+$(foreach d,$(CLI_DIRS),$(eval $(call link_rule,$(BUILD)/bin/$(notdir $(d)),$(d))))
 
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(BUILD)/lib/libmimirtest.a $(BUILD)/lib/libmimir.a
 	@mkdir -p $(@D)

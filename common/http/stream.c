@@ -1,0 +1,267 @@
+/* http streams: response bodies written by the service after its handler returned
+ * (server-sent events). libmicrohttpd pulls the body through a content-reader callback;
+ * when the buffer is empty the callback suspends the connection instead of returning 0
+ * in a busy loop, and a write resumes it. A housekeeping thread writes heartbeat bytes
+ * into idle streams, which keeps proxies from timing out and lets a write notice a
+ * client that has gone. Each stream has two owners: the connection (released by the
+ * response's free callback) and the producer (released by http_stream_close). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "err/err.h"
+#include "http/http_int.h"
+#include "log/log.h"
+#include "metrics/metrics.h"
+
+struct http_stream {
+	pthread_mutex_t mu;
+	struct http_server *srv;
+	struct MHD_Connection *conn;
+	int refs;
+	bool suspended;  /* we suspended the connection and owe it a resume */
+	bool closed;     /* no more data will come: end the body once drained */
+	bool gone;       /* the connection released its response: writes are pointless */
+	char *buf;
+	size_t len, off, max;
+	unsigned heartbeat_ms;
+	char heartbeat[64];
+	long long last_write_ms;
+	struct http_stream *next, *prev;
+};
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void wake_locked(struct http_stream *st)
+{
+	if (st->suspended && !st->gone) {
+		st->suspended = false;
+		MHD_resume_connection(st->conn);
+	}
+}
+
+static void unref(struct http_stream *st)
+{
+	struct http_server *s = st->srv;
+	pthread_mutex_lock(&s->mu);
+	pthread_mutex_lock(&st->mu);
+	bool last = --st->refs == 0;
+	pthread_mutex_unlock(&st->mu);
+	if (last) {
+		if (st->prev)
+			st->prev->next = st->next;
+		else
+			s->streams = st->next;
+		if (st->next)
+			st->next->prev = st->prev;
+		s->nstreams--;
+		pthread_cond_broadcast(&s->cv);
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (last) {
+		pthread_mutex_destroy(&st->mu);
+		free(st->buf);
+		free(st);
+	}
+}
+
+static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max)
+{
+	(void)pos;
+	struct http_stream *st = cls;
+	pthread_mutex_lock(&st->mu);
+	ssize_t n;
+	if (st->off < st->len) {
+		size_t k = st->len - st->off < max ? st->len - st->off : max;
+		memcpy(out, st->buf + st->off, k);
+		st->off += k;
+		if (st->off == st->len)
+			st->off = st->len = 0;
+		n = (ssize_t)k;
+	} else if (st->closed) {
+		n = MHD_CONTENT_READER_END_OF_STREAM;
+	} else {
+		/* Nothing to send yet: park the connection until a write resumes it. */
+		st->suspended = true;
+		MHD_suspend_connection(st->conn);
+		n = 0;
+	}
+	pthread_mutex_unlock(&st->mu);
+	return n;
+}
+
+static void reader_free(void *cls)
+{
+	struct http_stream *st = cls;
+	pthread_mutex_lock(&st->mu);
+	st->gone = true;
+	st->suspended = false;
+	pthread_mutex_unlock(&st->mu);
+	unref(st);
+}
+
+int http_reply_stream(struct http_req *r, const char *content_type, unsigned heartbeat_ms,
+		      const char *heartbeat, size_t max_buffer, struct http_stream **out)
+{
+	*out = NULL;
+	struct http_server *s = http_req_server(r);
+	if (s->stopping)
+		return http_reply_problem(r, ERR_UNAVAILABLE, "shutting down", NULL), ERR_UNAVAILABLE;
+	struct http_stream *st = calloc(1, sizeof *st);
+	if (!st)
+		return ERR_NOMEM;
+	pthread_mutex_init(&st->mu, NULL);
+	st->srv = s;
+	st->conn = http_req_conn(r);
+	st->refs = 2;
+	st->max = max_buffer ? max_buffer : (1u << 20);
+	st->heartbeat_ms = heartbeat_ms;
+	snprintf(st->heartbeat, sizeof st->heartbeat, "%s", heartbeat ? heartbeat : "");
+	st->last_write_ms = mono_ms();
+	struct MHD_Response *resp =
+		MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, reader, st, reader_free);
+	if (!resp) {
+		pthread_mutex_destroy(&st->mu);
+		free(st);
+		return ERR_NOMEM;
+	}
+	http_req_hdrs(r, resp);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+	MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+	pthread_mutex_lock(&s->mu);
+	st->next = s->streams;
+	if (s->streams)
+		s->streams->prev = st;
+	s->streams = st;
+	s->nstreams++;
+	pthread_mutex_unlock(&s->mu);
+	enum MHD_Result q = MHD_queue_response(st->conn, 200, resp);
+	MHD_destroy_response(resp); /* the connection holds its own reference */
+	http_req_mark_stream(r, 200);
+	if (q != MHD_YES) {
+		/* The response (and its free callback) goes with the connection. */
+		http_stream_close(st);
+		return ERR_IO;
+	}
+	*out = st;
+	return 0;
+}
+
+static int write_locked(struct http_stream *st, const void *data, size_t len)
+{
+	if (st->gone || st->closed)
+		return ERR_CANCELLED;
+	if (st->len + len > st->max) {
+		/* The client reads slower than we produce: drop it rather than grow. */
+		st->closed = true;
+		st->off = st->len = 0;
+		wake_locked(st);
+		metric_inc(st->srv->m_stream_drops_s);
+		LOG_WARN("http.stream_dropped", LOG_S("reason", "client too slow"), LOG_I("buffered", st->len));
+		return ERR_TOO_LARGE;
+	}
+	if (st->len + len > 0) {
+		size_t need = st->len + len;
+		char *nb = realloc(st->buf, need);
+		if (!nb)
+			return ERR_NOMEM;
+		st->buf = nb;
+	}
+	memcpy(st->buf + st->len, data, len);
+	st->len += len;
+	st->last_write_ms = mono_ms();
+	wake_locked(st);
+	return 0;
+}
+
+int http_stream_write(struct http_stream *st, const void *data, size_t len)
+{
+	if (!st)
+		return ERR_INVALID;
+	pthread_mutex_lock(&st->mu);
+	int rc = write_locked(st, data, len);
+	pthread_mutex_unlock(&st->mu);
+	return rc;
+}
+
+bool http_stream_alive(struct http_stream *st)
+{
+	if (!st)
+		return false;
+	pthread_mutex_lock(&st->mu);
+	bool alive = !st->gone && !st->closed;
+	pthread_mutex_unlock(&st->mu);
+	return alive;
+}
+
+void http_stream_close(struct http_stream *st)
+{
+	if (!st)
+		return;
+	pthread_mutex_lock(&st->mu);
+	st->closed = true;
+	wake_locked(st);
+	pthread_mutex_unlock(&st->mu);
+	unref(st);
+}
+
+/* Heartbeats: every 100 ms, streams idle past their interval get their heartbeat. */
+static void *housekeeper(void *arg)
+{
+	struct http_server *s = arg;
+	pthread_mutex_lock(&s->mu);
+	while (!s->hb_stop) {
+		struct timespec dl;
+		clock_gettime(CLOCK_REALTIME, &dl);
+		dl.tv_nsec += 100 * 1000000L;
+		if (dl.tv_nsec >= 1000000000L)
+			dl.tv_sec++, dl.tv_nsec -= 1000000000L;
+		pthread_cond_timedwait(&s->hb_cv, &s->mu, &dl);
+		long long now = mono_ms();
+		for (struct http_stream *st = s->streams; st; st = st->next) {
+			pthread_mutex_lock(&st->mu);
+			if (st->heartbeat_ms && !st->closed && !st->gone &&
+			    now - st->last_write_ms >= st->heartbeat_ms)
+				write_locked(st, st->heartbeat, strlen(st->heartbeat));
+			pthread_mutex_unlock(&st->mu);
+		}
+	}
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
+int http_streams_start(struct http_server *s)
+{
+	pthread_cond_init(&s->hb_cv, NULL);
+	if (pthread_create(&s->hb_thread, NULL, housekeeper, s) != 0)
+		return ERR_NOMEM;
+	s->hb_running = true;
+	return 0;
+}
+
+void http_streams_stop(struct http_server *s)
+{
+	pthread_mutex_lock(&s->mu);
+	for (struct http_stream *st = s->streams; st; st = st->next) {
+		pthread_mutex_lock(&st->mu);
+		st->closed = true;
+		wake_locked(st);
+		pthread_mutex_unlock(&st->mu);
+	}
+	bool join = s->hb_running;
+	s->hb_stop = true;
+	s->hb_running = false;
+	pthread_cond_broadcast(&s->hb_cv);
+	pthread_mutex_unlock(&s->mu);
+	if (join) {
+		pthread_join(s->hb_thread, NULL);
+		pthread_cond_destroy(&s->hb_cv);
+	}
+}

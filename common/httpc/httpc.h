@@ -1,0 +1,69 @@
+/* httpc: the HTTP(S) client services and tools use to call each other, over libcurl.
+ *
+ * One httpc talks to one base URL and keeps its connection open between requests
+ * (TLS session and TCP connection reused). With TLS it presents a client certificate
+ * and verifies the server against the Mimir CA only (never the system store); it can
+ * also require the server's certificate to carry a given Mimir role, checked inside the
+ * handshake so nothing is sent to an impostor. Idempotent requests are retried with
+ * exponential backoff and jitter on transport errors and 502/503/504; a POST is retried
+ * only when the connection could not be made (so it was certainly not sent).
+ *
+ * An httpc is not shared between threads (use one per thread; they are cheap). */
+#ifndef MIMIR_HTTPC_H
+#define MIMIR_HTTPC_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "ident/ident.h"
+
+struct httpc;
+
+struct httpc_opts {
+	const char *base_url;        /* "https://127.0.0.1:8443" (no trailing slash needed) */
+	const char *ca_file;         /* PEM CA that must have issued the server's certificate */
+	const char *cert_file;       /* client certificate (PEM) or NULL */
+	const char *key_file;        /* its key */
+	enum ident_role expect_role; /* IDENT_ROLE_NONE: any role */
+	long connect_timeout_ms;     /* default 3000 */
+	long timeout_ms;             /* whole request, default 30000 (streams: 0 = none) */
+	unsigned retries;            /* extra attempts for retryable failures, default 2 */
+	long backoff_ms;             /* first backoff, doubled each retry, default 100 */
+	size_t max_response;         /* bytes, default 16 MiB */
+};
+
+struct httpc_resp {
+	long status;            /* 0 when no HTTP response arrived */
+	char *body;             /* NUL-terminated, owned */
+	size_t len;
+	char content_type[128];
+	char request_id[65];
+	char allow[128];        /* the Allow header of a 405 */
+	char error[256];        /* transport error text when status == 0 */
+	unsigned attempts;
+};
+
+int httpc_new(struct httpc **out, const struct httpc_opts *o);
+void httpc_free(struct httpc *c);
+
+/* One request. extra_headers: NULL-terminated "Name: value" strings, or NULL. Returns 0
+ * when an HTTP response arrived (whatever its status), ERR_TLS / ERR_IO / ERR_TIMEOUT /
+ * ERR_TOO_LARGE when none did (resp->error says why). */
+int httpc_request(struct httpc *c, const char *method, const char *path,
+		  const char *const *extra_headers, const char *content_type, const void *body,
+		  size_t len, struct httpc_resp *resp);
+/* JSON in, JSON out: body may be NULL; *out is the parsed response document or NULL
+ * when the body was not JSON. */
+int httpc_json(struct httpc *c, const char *method, const char *path, const json_t *body,
+	       struct httpc_resp *resp, json_t **out);
+void httpc_resp_free(struct httpc_resp *r);
+
+/* Streams a response body to fn as it arrives (for event streams); fn returns non-zero
+ * to stop. Not retried. On return resp has status and headers (body stays empty). */
+typedef int (*httpc_chunk_fn)(const char *data, size_t len, void *arg);
+int httpc_stream(struct httpc *c, const char *method, const char *path,
+		 const char *const *extra_headers, httpc_chunk_fn fn, void *arg,
+		 struct httpc_resp *resp);
+
+#endif
