@@ -267,6 +267,7 @@ struct sse_parser {
 	unsigned retry;
 	bool after_cr;    /* the previous chunk ended in CR: skip a leading LF */
 	bool started;     /* past the optional BOM */
+	size_t bom_len;   /* BOM bytes matched so far */
 };
 
 struct sse_parser *sse_parser_new(size_t max_event)
@@ -360,33 +361,46 @@ static int process_line(struct sse_parser *p, sse_event_fn fn, void *arg)
 	return 0;
 }
 
+static int feed_byte(struct sse_parser *p, char c, sse_event_fn fn, void *arg)
+{
+	if (p->after_cr) {
+		p->after_cr = false;
+		if (c == '\n')
+			return 0;
+	}
+	if (c == '\r' || c == '\n') {
+		p->after_cr = c == '\r';
+		return process_line(p, fn, arg);
+	}
+	if (p->llen >= p->max)
+		return ERR_TOO_LARGE;
+	p->line[p->llen++] = c;
+	return 0;
+}
+
 int sse_parser_feed(struct sse_parser *p, const char *buf, size_t len, sse_event_fn fn, void *arg)
 {
-	size_t i = 0;
-	if (!p->started && len > 0) {
-		/* A UTF-8 BOM may open the stream; it is split across chunks only by a
-		 * pathological sender, which then just sees it as part of the first line. */
-		if (len >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0)
-			i = 3;
-		p->started = true;
-	}
-	for (; i < len; i++) {
-		char c = buf[i];
-		if (p->after_cr) {
-			p->after_cr = false;
-			if (c == '\n')
+	static const char bom[3] = {'\xEF', '\xBB', '\xBF'};
+	for (size_t i = 0; i < len; i++) {
+		if (!p->started) {
+			/* A UTF-8 byte order mark may open the stream, split across chunks
+			 * like anything else; bytes that only looked like its start are
+			 * ordinary content. */
+			if (buf[i] == bom[p->bom_len]) {
+				if (++p->bom_len == sizeof bom)
+					p->started = true;
 				continue;
+			}
+			p->started = true;
+			for (size_t k = 0; k < p->bom_len; k++) {
+				int rc = feed_byte(p, bom[k], fn, arg);
+				if (rc != 0)
+					return rc;
+			}
 		}
-		if (c == '\r' || c == '\n') {
-			p->after_cr = c == '\r';
-			int rc = process_line(p, fn, arg);
-			if (rc != 0)
-				return rc;
-			continue;
-		}
-		if (p->llen >= p->max)
-			return ERR_TOO_LARGE;
-		p->line[p->llen++] = c;
+		int rc = feed_byte(p, buf[i], fn, arg);
+		if (rc != 0)
+			return rc;
 	}
 	return 0;
 }
