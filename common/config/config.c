@@ -296,6 +296,10 @@ static int apply_env(struct config *c, const char *service, const struct jspec_f
 	var_name(prefix, sizeof prefix, service, NULL);
 	size_t plen = strlen(prefix);
 	for (const struct jspec_field *f = spec; f->type != JSPEC_END; f++) {
+		/* Names are walked here before jspec_parse() checks the rest of the spec. */
+		if (!f->name || !f->name[0] || strnlen(f->name, JSPEC_NAME_MAX) >= JSPEC_NAME_MAX)
+			return fail(err, ERR_INTERNAL, NULL, "bad spec: row %td has a bad name",
+				    f - spec);
 		var_name(var, sizeof var, service, f->name);
 		for (const struct jspec_field *g = spec; g < f; g++) {
 			var_name(other, sizeof other, service, g->name);

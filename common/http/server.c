@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "buf/buf.h"
 #include "err/err.h"
 #include "http/http.h"
 #include "http/http_int.h"
@@ -38,8 +39,7 @@ struct http_req {
 	const char *route_label;
 	struct http_params params;
 	char id[65];
-	char *body;
-	size_t len, cap, max;
+	struct buf body; /* bounded by the route's limit */
 	size_t discarded;
 	bool too_large;
 	bool replied;
@@ -370,15 +370,15 @@ const char *http_req_header(const struct http_req *r, const char *name)
 const void *http_req_body(const struct http_req *r, size_t *len)
 {
 	if (len)
-		*len = r->len;
-	return r->body ? r->body : "";
+		*len = r->body.len;
+	return r->body.data ? r->body.data : "";
 }
 
 int http_req_json(struct http_req *r, const struct jspec_field *spec, unsigned flags, json_t **root)
 {
 	struct jspec_error e;
 	*root = NULL;
-	int rc = jspec_parse_body(r->body ? r->body : "", r->len, spec, flags, root, &e);
+	int rc = jspec_parse_body(r->body.data ? r->body.data : "", r->body.len, spec, flags, root, &e);
 	if (rc != 0) {
 		http_reply_problem(r, e.code, e.detail, e.field[0] ? e.field : NULL);
 		return rc;
@@ -468,41 +468,34 @@ static void first_call(struct http_server *s, struct http_req *r)
 		http_reply_problem(r, ERR_FORBIDDEN, detail, NULL);
 		return;
 	}
-	r->max = r->route->max_body ? r->route->max_body : s->cfg.max_body;
+	buf_init(&r->body, r->route->max_body ? r->route->max_body : s->cfg.max_body, false);
 	const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	if (cl) {
 		char *end;
 		errno = 0;
 		unsigned long long v = strtoull(cl, &end, 10);
-		if (errno || end == cl || *end || v > r->max) {
+		if (errno || end == cl || *end || v > r->body.max) {
 			char detail[128];
-			snprintf(detail, sizeof detail, "request body larger than %zu bytes", r->max);
+			snprintf(detail, sizeof detail, "request body larger than %zu bytes", r->body.max);
 			http_reply_problem(r, ERR_TOO_LARGE, detail, NULL);
 		}
 	}
 }
 
+/* Keeps the body within its bound; past it, counts and discards (up to DISCARD_CAP,
+ * then the connection is dropped) so the 413 can be sent once the upload ends. */
 static bool append_body(struct http_req *r, const char *data, size_t n)
 {
-	if (r->too_large || r->len + n > r->max) {
-		r->too_large = true;
-		r->discarded += n;
-		return r->discarded <= DISCARD_CAP;
-	}
-	if (r->len + n + 1 > r->cap) {
-		size_t cap = r->cap ? r->cap : 4096;
-		while (cap < r->len + n + 1)
-			cap *= 2;
-		char *nb = realloc(r->body, cap);
-		if (!nb)
+	if (!r->too_large) {
+		int rc = buf_append(&r->body, data, n);
+		if (rc == 0)
+			return true;
+		if (rc != ERR_TOO_LARGE)
 			return false;
-		r->body = nb;
-		r->cap = cap;
+		r->too_large = true;
 	}
-	memcpy(r->body + r->len, data, n);
-	r->len += n;
-	r->body[r->len] = '\0';
-	return true;
+	r->discarded += n;
+	return r->discarded <= DISCARD_CAP;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -542,7 +535,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	log_ctx_set(r->id, NULL);
 	if (r->too_large) {
 		char detail[128];
-		snprintf(detail, sizeof detail, "request body larger than %zu bytes", r->max);
+		snprintf(detail, sizeof detail, "request body larger than %zu bytes", r->body.max);
 		http_reply_problem(r, ERR_TOO_LARGE, detail, NULL);
 	} else {
 		int rc = r->route->fn(r, s->svc_ctx);
@@ -572,7 +565,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 	if (log_enabled(lvl))
 		LOG_AT(lvl, "http.request", LOG_S("method", r->method), LOG_S("path", r->path),
 		       LOG_S("route", r->route_label), LOG_I("status", r->replied ? r->status : 0),
-		       LOG_I("bytes_in", r->len + r->discarded), LOG_I("bytes_out", r->resp_bytes),
+		       LOG_I("bytes_in", r->body.len + r->discarded), LOG_I("bytes_out", r->resp_bytes),
 		       LOG_D("ms", secs * 1e3), LOG_S("end", end),
 		       LOG_S("peer", r->peer ? r->peer->cn : ""),
 		       LOG_S("role", r->peer ? ident_role_name(r->peer->role) : ""));
@@ -581,7 +574,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 	metric_inc(metric_series(s->m_requests, lv));
 	const char *dv[] = {r->route_label, NULL};
 	metric_observe(metric_series(s->m_duration, dv), secs);
-	free(r->body);
+	buf_free(&r->body);
 	free(r);
 	*req_cls = NULL;
 	pthread_mutex_lock(&s->mu);

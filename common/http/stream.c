@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "buf/buf.h"
 #include "err/err.h"
 #include "http/http_int.h"
 #include "log/log.h"
@@ -23,8 +24,7 @@ struct http_stream {
 	bool suspended;  /* we suspended the connection and owe it a resume */
 	bool closed;     /* no more data will come: end the body once drained */
 	bool gone;       /* the connection released its response: writes are pointless */
-	char *buf;
-	size_t len, off, max;
+	struct buf out; /* written, not yet sent; bounded by the stream's max_buffer */
 	unsigned heartbeat_ms;
 	char heartbeat[64];
 	long long last_write_ms;
@@ -66,7 +66,7 @@ static void unref(struct http_stream *st)
 	pthread_mutex_unlock(&s->mu);
 	if (last) {
 		pthread_mutex_destroy(&st->mu);
-		free(st->buf);
+		buf_free(&st->out);
 		free(st);
 	}
 }
@@ -77,12 +77,10 @@ static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max)
 	struct http_stream *st = cls;
 	pthread_mutex_lock(&st->mu);
 	ssize_t n;
-	if (st->off < st->len) {
-		size_t k = st->len - st->off < max ? st->len - st->off : max;
-		memcpy(out, st->buf + st->off, k);
-		st->off += k;
-		if (st->off == st->len)
-			st->off = st->len = 0;
+	if (st->out.len > 0) {
+		size_t k = st->out.len < max ? st->out.len : max;
+		memcpy(out, st->out.data, k);
+		buf_consume(&st->out, k);
 		n = (ssize_t)k;
 	} else if (st->closed) {
 		n = MHD_CONTENT_READER_END_OF_STREAM;
@@ -120,7 +118,7 @@ int http_reply_stream(struct http_req *r, const char *content_type, unsigned hea
 	st->srv = s;
 	st->conn = http_req_conn(r);
 	st->refs = 2;
-	st->max = max_buffer ? max_buffer : (1u << 20);
+	buf_init(&st->out, max_buffer ? max_buffer : (1u << 20), false);
 	st->heartbeat_ms = heartbeat_ms;
 	snprintf(st->heartbeat, sizeof st->heartbeat, "%s", heartbeat ? heartbeat : "");
 	st->last_write_ms = mono_ms();
@@ -158,24 +156,18 @@ static int write_locked(struct http_stream *st, const void *data, size_t len)
 {
 	if (st->gone || st->closed)
 		return ERR_CANCELLED;
-	if (st->len + len > st->max) {
+	int rc = buf_append(&st->out, data, len);
+	if (rc == ERR_TOO_LARGE) {
 		/* The client reads slower than we produce: drop it rather than grow. */
+		LOG_WARN("http.stream_dropped", LOG_S("reason", "client too slow"), LOG_I("buffered", st->out.len));
 		st->closed = true;
-		st->off = st->len = 0;
+		buf_consume(&st->out, st->out.len);
 		wake_locked(st);
 		metric_inc(st->srv->m_stream_drops_s);
-		LOG_WARN("http.stream_dropped", LOG_S("reason", "client too slow"), LOG_I("buffered", st->len));
 		return ERR_TOO_LARGE;
 	}
-	if (st->len + len > 0) {
-		size_t need = st->len + len;
-		char *nb = realloc(st->buf, need);
-		if (!nb)
-			return ERR_NOMEM;
-		st->buf = nb;
-	}
-	memcpy(st->buf + st->len, data, len);
-	st->len += len;
+	if (rc != 0)
+		return rc;
 	st->last_write_ms = mono_ms();
 	wake_locked(st);
 	return 0;

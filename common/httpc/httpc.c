@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "buf/buf.h"
 #include "err/err.h"
 #include "log/log.h"
 
@@ -136,8 +137,7 @@ static CURLcode ssl_ctx_hook(CURL *curl, void *sslctx, void *arg)
 
 struct xfer {
 	struct httpc_resp *resp;
-	size_t max;
-	size_t cap;
+	struct buf body;
 	bool too_large;
 	httpc_chunk_fn chunk_fn;
 	void *chunk_arg;
@@ -155,25 +155,9 @@ static size_t on_body(char *p, size_t sz, size_t n, void *arg)
 		}
 		return len;
 	}
-	struct httpc_resp *r = x->resp;
-	if (r->len + len > x->max) {
-		x->too_large = true;
-		return 0;
-	}
-	if (r->len + len + 1 > x->cap) {
-		size_t cap = x->cap ? x->cap : 4096;
-		while (cap < r->len + len + 1)
-			cap *= 2;
-		char *nb = realloc(r->body, cap);
-		if (!nb)
-			return 0;
-		r->body = nb;
-		x->cap = cap;
-	}
-	memcpy(r->body + r->len, p, len);
-	r->len += len;
-	r->body[r->len] = '\0';
-	return len;
+	int rc = buf_append(&x->body, p, len);
+	x->too_large = rc == ERR_TOO_LARGE;
+	return rc == 0 ? len : 0; /* 0 makes curl stop with CURLE_WRITE_ERROR */
 }
 
 static void header_value(const char *line, size_t n, const char *name, char *dst, size_t cap)
@@ -308,9 +292,11 @@ int httpc_request(struct httpc *c, const char *method, const char *path,
 		}
 		httpc_resp_free(resp);
 		memset(resp, 0, sizeof *resp);
-		struct xfer x = {.resp = resp, .max = c->o.max_response};
+		struct xfer x = {.resp = resp};
+		buf_init(&x.body, c->o.max_response, false);
 		CURLcode cc = CURLE_OK;
 		rc = perform(c, method, path, extra_headers, content_type, body, len, &x, &cc);
+		resp->body = buf_steal(&x.body, &resp->len);
 		resp->attempts = attempt + 1;
 		if (!retryable(method, rc, cc, resp->status) || attempt == c->o.retries)
 			break;
@@ -346,7 +332,7 @@ int httpc_stream(struct httpc *c, const char *method, const char *path,
 		 struct httpc_resp *resp)
 {
 	memset(resp, 0, sizeof *resp);
-	struct xfer x = {.resp = resp, .max = c->o.max_response, .chunk_fn = fn, .chunk_arg = arg};
+	struct xfer x = {.resp = resp, .chunk_fn = fn, .chunk_arg = arg};
 	CURLcode cc;
 	int rc = perform(c, method, path, extra_headers, NULL, NULL, 0, &x, &cc);
 	resp->attempts = 1;

@@ -424,7 +424,7 @@ static int stage_bytes(const struct jspec_field *f, const json_t *v, struct slot
 		sodium_memzero(buf, cap);
 		free(buf);
 		return fail(err, ERR_PARSE, f->name, "must be %s",
-			    hex ? "hex (digits 0-9, a-f)" : "base64 (standard alphabet, padded)");
+			    hex ? "hex (digits 0-9, a-f or A-F)" : "base64 (standard alphabet, padded)");
 	}
 	s->v.bytes.data = buf;
 	s->v.bytes.len = got;
