@@ -144,6 +144,8 @@ int svc_main(int argc, char **argv, const struct svc_def *def)
 	}
 	log_set_level((enum log_level)st.log_level);
 	log_set_json(st.log_json);
+	if (log_enabled(LOG_LEVEL_DEBUG))
+		config_log_effective(cfg, spec); /* where every setting came from */
 
 	/* Before any thread exists, so every thread inherits the mask. */
 	http_signals_block();

@@ -531,6 +531,30 @@ START_TEST(test_slow_clients_do_not_block_others)
 }
 END_TEST
 
+START_TEST(test_config_errors_name_the_key)
+{
+	char cfg[400], out[400];
+	snprintf(cfg, sizeof cfg, "%s/typo.json", tmp);
+	snprintf(out, sizeof out, "%s/typo.out", tmp);
+	const char *typo = "{\"http\": {\"prot\": 8443}}";
+	ck_assert_int_eq(tu_write_file(cfg, typo, strlen(typo)), 0);
+	ck_assert_int_eq(tu_system("%s --config %s --check-config >%s 2>&1", bin_example, cfg, out), 2);
+	char *text = tu_read_file(out, NULL);
+	ck_assert_msg(strstr(text, "http.prot") && strstr(text, "http.port"), "message: %s", text);
+	free(text);
+	ck_assert_int_eq(tu_system("MIMIR_EXAMPLE_HTTP_THREADS=0 %s --check-config >%s 2>&1", bin_example, out), 2);
+	text = tu_read_file(out, NULL);
+	ck_assert_msg(strstr(text, "http.threads") && strstr(text, "MIMIR_EXAMPLE_HTTP_THREADS"), "message: %s", text);
+	free(text);
+	ck_assert_int_eq(tu_system("%s --check-config >%s 2>&1", bin_example, out), 2); /* TLS on, no cert */
+	text = tu_read_file(out, NULL);
+	ck_assert_msg(strstr(text, "tls.cert"), "message: %s", text);
+	free(text);
+	ck_assert_int_eq(tu_system("%s --no-such-flag >%s 2>&1", bin_example, out), 2);
+	ck_assert_int_eq(tu_system("MIMIR_EXAMPLE_TLS_ENABLED=false %s --check-config >%s 2>&1", bin_example, out), 0);
+}
+END_TEST
+
 /* ---- graceful shutdown, on a service of its own ---- */
 
 struct slow_call {
@@ -596,6 +620,7 @@ Suite *suite(void)
 	tcase_add_test(tc, test_sse_live_with_heartbeat);
 	tcase_add_test(tc, test_slow_clients_do_not_block_others);
 	tcase_add_test(tc, test_graceful_shutdown);
+	tcase_add_test(tc, test_config_errors_name_the_key);
 	suite_add_tcase(s, tc);
 	return s;
 }
