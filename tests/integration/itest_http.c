@@ -531,6 +531,57 @@ START_TEST(test_slow_clients_do_not_block_others)
 }
 END_TEST
 
+START_TEST(test_httpc_retries_and_bounds)
+{
+	/* Nothing listens on the port: a GET is retried with growing backoff, and so is a
+	 * POST, because a refused connection means the request was never sent. */
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	socklen_t sl = sizeof sa;
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+	close(fd); /* the port is now known to be closed */
+	char url[64];
+	snprintf(url, sizeof url, "https://localhost:%u", ntohs(sa.sin_port));
+	char ca[400];
+	snprintf(ca, sizeof ca, "%s/ca.crt", pki);
+	struct httpc_opts o = {.base_url = url, .ca_file = ca, .retries = 2, .backoff_ms = 50};
+	struct httpc *c;
+	struct httpc_resp r;
+	ck_assert_int_eq(httpc_new(&c, &o), 0);
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	ck_assert_int_eq(httpc_request(c, "GET", "/healthz", NULL, NULL, NULL, 0, &r), ERR_IO);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	ck_assert_uint_eq(r.attempts, 3);
+	double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+	ck_assert_msg(ms >= 150, "backoff too short: %.0f ms for 50 + 100 ms", ms);
+	httpc_resp_free(&r);
+	ck_assert_int_eq(httpc_request(c, "POST", "/v1/echo", NULL, "application/json", "{}", 2, &r), ERR_IO);
+	ck_assert_uint_eq(r.attempts, 3);
+	httpc_resp_free(&r);
+	httpc_free(c);
+
+	/* A POST that reached the server and failed there is not repeated; a response
+	 * larger than the client's bound is refused rather than buffered. */
+	char crt[400], key[400];
+	snprintf(crt, sizeof crt, "%s/client.crt", pki);
+	snprintf(key, sizeof key, "%s/client.key", pki);
+	struct httpc_opts o2 = {.base_url = base_url, .ca_file = ca, .cert_file = crt, .key_file = key,
+				.retries = 2, .max_response = 256};
+	ck_assert_int_eq(httpc_new(&c, &o2), 0);
+	ck_assert_int_eq(httpc_request(c, "POST", "/v1/echo", NULL, "application/json", "{", 1, &r), 0);
+	ck_assert_int_eq(r.status, 400);
+	ck_assert_uint_eq(r.attempts, 1);
+	httpc_resp_free(&r);
+	ck_assert_int_eq(httpc_request(c, "GET", "/metrics", NULL, NULL, NULL, 0, &r), ERR_TOO_LARGE);
+	ck_assert_uint_eq(r.attempts, 1);
+	httpc_resp_free(&r);
+	httpc_free(c);
+}
+END_TEST
+
 START_TEST(test_config_errors_name_the_key)
 {
 	char cfg[400], out[400];
@@ -621,6 +672,7 @@ Suite *suite(void)
 	tcase_add_test(tc, test_slow_clients_do_not_block_others);
 	tcase_add_test(tc, test_graceful_shutdown);
 	tcase_add_test(tc, test_config_errors_name_the_key);
+	tcase_add_test(tc, test_httpc_retries_and_bounds);
 	suite_add_tcase(s, tc);
 	return s;
 }
