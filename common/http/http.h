@@ -76,7 +76,8 @@ struct metrics *http_server_metrics(struct http_server *s);
 /* Stops accepting connections, waits for in-flight requests and open streams up to
  * the drain timeout (streams are closed first), then stops. Idempotent. */
 void http_server_shutdown(struct http_server *s);
-/* Shuts down if still running and frees. Accepts NULL. */
+/* Shuts down if still running and frees. Accepts NULL. Streams the service still holds
+ * stay valid (writes return ERR_CANCELLED) until it closes them. */
 void http_server_free(struct http_server *s);
 
 /* Signals: call http_signals_block() first thing in main (before any thread starts)

@@ -39,6 +39,7 @@ struct http_server {
 int http_metrics_init(struct http_server *s);
 int http_streams_start(struct http_server *s);
 void http_streams_stop(struct http_server *s);
+void http_streams_orphan(struct http_server *s);
 
 struct MHD_Connection *http_req_conn(struct http_req *r);
 void http_req_mark_stream(struct http_req *r, unsigned status);

@@ -761,6 +761,7 @@ void http_server_free(struct http_server *s)
 		return;
 	http_server_shutdown(s);
 	http_streams_stop(s);
+	http_streams_orphan(s); /* producers may still hold streams: detach, never dangle */
 	if (s->key_pem)
 		sodium_free(s->key_pem); /* sodium_free wipes */
 	sodium_free(s->cert_pem);

@@ -46,14 +46,18 @@ static void wake_locked(struct http_stream *st)
 	}
 }
 
+/* Drops one reference. While the server exists the stream is on its list (guarded by
+ * the server's lock); a stream still held by its producer when the server is freed is
+ * orphaned (srv NULL) and just freed by its last reference. */
 static void unref(struct http_stream *st)
 {
 	struct http_server *s = st->srv;
-	pthread_mutex_lock(&s->mu);
+	if (s)
+		pthread_mutex_lock(&s->mu);
 	pthread_mutex_lock(&st->mu);
 	bool last = --st->refs == 0;
 	pthread_mutex_unlock(&st->mu);
-	if (last) {
+	if (last && st->srv) {
 		if (st->prev)
 			st->prev->next = st->next;
 		else
@@ -63,12 +67,29 @@ static void unref(struct http_stream *st)
 		s->nstreams--;
 		pthread_cond_broadcast(&s->cv);
 	}
-	pthread_mutex_unlock(&s->mu);
+	if (s)
+		pthread_mutex_unlock(&s->mu);
 	if (last) {
 		pthread_mutex_destroy(&st->mu);
 		buf_free(&st->out);
 		free(st);
 	}
+}
+
+void http_streams_orphan(struct http_server *s)
+{
+	pthread_mutex_lock(&s->mu);
+	for (struct http_stream *st = s->streams, *next; st; st = next) {
+		next = st->next;
+		pthread_mutex_lock(&st->mu);
+		st->srv = NULL;
+		st->gone = st->closed = true;
+		st->next = st->prev = NULL;
+		pthread_mutex_unlock(&st->mu);
+	}
+	s->streams = NULL;
+	s->nstreams = 0;
+	pthread_mutex_unlock(&s->mu);
 }
 
 static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max)
@@ -163,7 +184,8 @@ static int write_locked(struct http_stream *st, const void *data, size_t len)
 		st->closed = true;
 		buf_consume(&st->out, st->out.len);
 		wake_locked(st);
-		metric_inc(st->srv->m_stream_drops_s);
+		if (st->srv)
+			metric_inc(st->srv->m_stream_drops_s);
 		return ERR_TOO_LARGE;
 	}
 	if (rc != 0)

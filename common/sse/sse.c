@@ -39,7 +39,7 @@ int sse_encode(uint64_t id, const char *event, const char *data, size_t len, cha
 	size_t lines = 1;
 	for (size_t i = 0; i < len; i++)
 		lines += data[i] == '\n' || data[i] == '\r';
-	size_t cap = 64 + (event ? strlen(event) : 0) + len + lines * 7 + 2;
+	size_t cap = 64 + (event ? strlen(event) : 0) + len + lines * 7 + 3;
 	char *b = malloc(cap);
 	if (!b)
 		return ERR_NOMEM;
@@ -63,6 +63,7 @@ int sse_encode(uint64_t id, const char *event, const char *data, size_t len, cha
 		start = i + 1;
 	}
 	b[o++] = '\n';
+	b[o] = '\0'; /* not counted: the frame is out_len bytes */
 	*out = b;
 	*out_len = o;
 	return 0;

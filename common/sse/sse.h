@@ -29,7 +29,8 @@ bool sse_event_name_ok(const char *name);
 
 /* Frames one event into a new buffer (caller frees): "id: <id>\n" (id 0: no id line),
  * "event: <name>\n" (name NULL: none), one "data: " line per line of data (CRLF, CR
- * and LF all end a line), then a blank line. ERR_INVALID for a bad name. */
+ * and LF all end a line), then a blank line; NUL-terminated for convenience.
+ * ERR_INVALID for a bad name. */
 int sse_encode(uint64_t id, const char *event, const char *data, size_t len, char **out,
 	       size_t *out_len);
 

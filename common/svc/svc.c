@@ -181,9 +181,12 @@ int svc_main(int argc, char **argv, const struct svc_def *def)
 	http_server_shutdown(srv);
 	code = 0;
 out:
-	http_server_free(srv);
+	/* No handler runs once the server is shut down; the service then releases what it
+	 * holds (streams included) while the server still exists. */
+	http_server_shutdown(srv);
 	if (inited && def->fini)
 		def->fini(ctx);
+	http_server_free(srv);
 	metrics_free(metrics);
 	config_free(cfg);
 	free(spec);

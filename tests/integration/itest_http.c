@@ -270,10 +270,11 @@ START_TEST(test_oversize_body_413)
 	struct httpc *c = client_as(pki, "client", NULL);
 	struct httpc_resp r;
 	size_t n = 5000; /* the echo route allows 4096 */
-	char *big = malloc(n);
+	char *big = malloc(n + 1);
 	memset(big, ' ', n);
 	big[0] = '{';
 	big[n - 1] = '}';
+	big[n] = '\0';
 	json_t *j = get_json(c, "POST", "/v1/echo", big, 413, &r);
 	assert_problem(j, &r, 413, "urn:mimir:problem:too-large", NULL);
 	json_decref(j);
