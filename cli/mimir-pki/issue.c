@@ -369,8 +369,8 @@ int cmd_issue(int argc, char **argv)
 	X509 *ca = NULL;
 	EVP_PKEY *ca_key = NULL;
 	int ret = PKI_EXIT_RUNTIME;
-	if (prepare_dir(out) != 0 || check_pair_absent(out, name, force) != 0 ||
-	    pki_load_ca(ca_dir, &ca, &ca_key) != 0)
+	if (pki_load_ca(ca_dir, &ca, &ca_key) != 0 || prepare_dir(out) != 0 ||
+	    check_pair_absent(out, name, force) != 0)
 		goto out;
 	struct ident_leaf_spec spec = {
 		.cn = name, .dns = dns, .n_dns = n_dns, .ip = ip, .n_ip = n_ip,
@@ -484,7 +484,7 @@ int cmd_dev(int argc, char **argv)
 
 	/* The plan: fixed services, then the parties, then the two users. */
 	struct {
-		char name[16];
+		char name[32];
 		enum ident_role role;
 	} plan[4 + DEV_MAX_PARTIES + 2];
 	size_t n = 0;

@@ -3,9 +3,9 @@
  * Every service link is mutually authenticated TLS. Once the TLS layer has verified a
  * peer certificate against the Mimir CA it hands the DER here, and ident reads what a
  * handler decides on: the subject CN, the SANs, validity, the SHA-256 fingerprint and
- * the Mimir identity extension (OID 2.25.1527361781991531687.1:
- * role, TEE platform, measurement, evidence hash; the ASN.1 is in docs/PKI.md). ident
- * does not verify chains or signatures; that is the TLS layer's job. A certificate
+ * the Mimir identity extension (IDENT_OID_EXT: role, TEE platform, measurement,
+ * evidence hash; the ASN.1 is in docs/PKI.md). ident does not verify chains,
+ * signatures or validity times; that is the TLS layer's job. A certificate
  * without the extension parses (role NONE, has_extension false); a present but
  * malformed extension is ERR_PARSE, never ignored.
  *
@@ -21,7 +21,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The Mimir arc (UUID b1c7db9f-b3d6-49d2-9532-4772cb1ce4a7) and the identity extension. */
+/* The Mimir arc, 2.25 with the low 63 bits of Mimir's UUID b1c7db9f-b3d6-49d2-9532-
+ * 4772cb1ce4a7 (GnuTLS refuses certificates with an OID arc of 64 bits or more; see
+ * docs/PKI.md), and the identity extension under it. */
 #define IDENT_OID_ARC "2.25.1527361781991531687"
 #define IDENT_OID_EXT IDENT_OID_ARC ".1"
 
@@ -137,13 +139,14 @@ struct ident_leaf_spec {
 	const struct ident_ext *ext; /* NULL: no Mimir extension */
 };
 
-/* Leaf for subject_key (only its public half is used), signed by ca_key as ca_cert:
- * v3, random positive 128-bit serial, CN, basicConstraints CA:FALSE (critical),
- * keyUsage digitalSignature (critical), extendedKeyUsage serverAuth+clientAuth, SKI,
- * AKI (the CA's SKI), SANs when any, the Mimir extension when spec->ext. ERR_INVALID:
- * a bad spec (tools check user input with the predicates below first, to say which
- * value is wrong); ERR_RANGE: the leaf would outlive the CA; ERR_CRYPTO: ca_key does
- * not match ca_cert, ca_cert is not a CA, or signing failed. */
+/* Leaf for subject_key (a P-256 key; only its public half is used), signed by ca_key
+ * as ca_cert: v3, random positive 128-bit serial, CN, basicConstraints CA:FALSE
+ * (critical), keyUsage digitalSignature (critical), extendedKeyUsage serverAuth +
+ * clientAuth, SKI, AKI (the CA's SKI), SANs when any, the Mimir extension when
+ * spec->ext. ERR_INVALID: a bad spec or key (tools check user input with the
+ * predicates below first, to say which value is wrong); ERR_RANGE: the leaf would
+ * outlive the CA; ERR_CRYPTO: ca_key does not match ca_cert, ca_cert is not a CA, or
+ * signing failed. */
 int ident_issue_leaf(const struct ident_leaf_spec *spec, EVP_PKEY *subject_key, X509 *ca_cert,
 		     EVP_PKEY *ca_key, X509 **out);
 
