@@ -1,0 +1,253 @@
+/* bench_mpc: the MPC engine's micro-benchmark. For N = 2, 3 and 5 in-process parties
+ * (one thread each, in-process dealer) it times each operation the engine has, end to
+ * end: dealer generation, triple sacrifice, the online rounds and the closing MAC
+ * check, and prints rounds, bytes sent per party (party 0; the busiest is the same up
+ * to the input owner) and the dealer's bytes. Loopback without latency: on a real
+ * network add rounds x RTT. Usage: bench_mpc [scale] (scale < 1 shrinks the sizes). */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log/log.h"
+#include "mpc/mpc.h"
+
+enum op { OP_MUL, OP_MUL_FX, OP_TRUNC, OP_REVEAL, OP_INPUT, OP_FMAT };
+static const char *op_name[] = {"multiply (Beaver, Z_2^64)", "fixed-point multiply",
+				"truncation (f = 16)", "reveal (open + MAC check)",
+				"input (one owner)", "fixed-mask matmul"};
+
+struct job {
+	enum op op;
+	size_t n;
+	uint32_t m, rows, cols, uses; /* OP_FMAT: uses x (m x rows by rows x cols) */
+	unsigned id, np;
+	struct mpc *mpc;
+	pthread_barrier_t *bar;
+	double secs, prep_secs;
+	struct mpc_stats st, prep;
+	int rc;
+};
+
+static double now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void *party(void *a)
+{
+	struct job *j = a;
+	struct mpc *p = j->mpc;
+	size_t n = j->n;
+	mpc_share *x = calloc(n, sizeof *x), *y = calloc(n, sizeof *y), *z = calloc(n, sizeof *z);
+	ring64_t *v = calloc(n, sizeof *v);
+	struct mpc_stats a0, a1;
+	struct mpc_fmat *fm = NULL;
+	mpc_share *w = NULL;
+	if (!x || !y || !z || !v) {
+		j->rc = -1;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++)
+		v[i] = (ring64_t)((i * 2654435761u) % 200000) << 4; /* |x| < 2^22 */
+	if (j->op != OP_INPUT) {
+		if ((j->rc = mpc_input(p, 0, j->id == 0 ? v : NULL, x, n)) != 0 ||
+		    (j->rc = mpc_input(p, j->np - 1, j->id == j->np - 1 ? v : NULL, y, n)) != 0 ||
+		    (j->rc = mpc_check(p)) != 0)
+			goto out;
+	}
+	/* preprocessing ahead of the operation: dealer requests and the triple sacrifice */
+	if (j->op == OP_FMAT) {
+		size_t nw = (size_t)j->rows * j->cols;
+		if (!(w = calloc(nw, sizeof *w))) {
+			j->rc = -1;
+			goto out;
+		}
+		if ((j->rc = mpc_input(p, 0, j->id == 0 ? v : NULL, w, nw)) != 0)
+			goto out;
+	}
+	pthread_barrier_wait(j->bar);
+	mpc_get_stats(p, &a0);
+	double t0 = now();
+	if (j->op == OP_FMAT)
+		j->rc = mpc_fmat_new(p, w, j->rows, j->cols, &fm);
+	if (j->op == OP_MUL || j->op == OP_MUL_FX)
+		j->rc = mpc_prefill(p, MPC_PREP_TRIPLE, 0, n);
+	if (j->rc == 0 && (j->op == OP_TRUNC || j->op == OP_MUL_FX))
+		j->rc = mpc_prefill(p, MPC_PREP_TRUNC, 16, n);
+	if (j->rc == 0 && j->op == OP_FMAT)
+		j->rc = mpc_prefill(p, MPC_PREP_TRUNC, 16, (size_t)j->m * j->cols * j->uses);
+	if (j->rc == 0 && j->op == OP_INPUT)
+		j->rc = mpc_prefill(p, MPC_PREP_INPUT, 0, n);
+	if (j->rc == 0)
+		j->rc = mpc_prefill(p, MPC_PREP_RAND, 0, 1);
+	if (j->rc != 0 || (j->rc = mpc_check(p)) != 0)
+		goto out;
+	j->prep_secs = now() - t0;
+	mpc_get_stats(p, &a1);
+	j->prep = a1;
+	j->prep.rounds -= a0.rounds;
+	j->prep.bytes_sent -= a0.bytes_sent;
+	j->prep.prep_bytes_in -= a0.prep_bytes_in;
+
+	pthread_barrier_wait(j->bar);
+	mpc_get_stats(p, &a0);
+	t0 = now();
+	switch (j->op) {
+	case OP_MUL:
+		j->rc = mpc_mul(p, z, x, y, n);
+		break;
+	case OP_MUL_FX:
+		j->rc = mpc_mul_fx(p, z, x, y, n);
+		break;
+	case OP_TRUNC:
+		j->rc = mpc_trunc(p, z, x, n, 16);
+		break;
+	case OP_REVEAL:
+		j->rc = mpc_reveal(p, v, x, n);
+		break;
+	case OP_INPUT:
+		j->rc = mpc_input(p, 0, j->id == 0 ? v : NULL, x, n);
+		break;
+	case OP_FMAT:
+		for (uint32_t u = 0; j->rc == 0 && u < j->uses; u++) {
+			size_t mc = (size_t)j->m * j->cols;
+			if ((j->rc = mpc_fmat_mul(p, fm, z, x, j->m)) == 0)
+				j->rc = mpc_trunc(p, z, z, mc, 16);
+		}
+		break;
+	}
+	if (j->rc == 0)
+		j->rc = mpc_check(p); /* the cost of checking what was opened */
+	j->secs = now() - t0;
+	mpc_get_stats(p, &a1);
+	j->st = a1;
+	j->st.rounds -= a0.rounds;
+	j->st.bytes_sent -= a0.bytes_sent;
+	j->st.bytes_recv -= a0.bytes_recv;
+	j->st.prep_bytes_in -= a0.prep_bytes_in;
+out:
+	mpc_fmat_free(fm);
+	free(w);
+	free(x);
+	free(y);
+	free(z);
+	free(v);
+	return NULL;
+}
+
+static int run(unsigned np, enum op op, size_t n, uint32_t m, uint32_t rows, uint32_t cols,
+	       uint32_t uses)
+{
+	struct mpc_hub *hub = NULL;
+	struct mpc_dealer *d = NULL;
+	struct mpc_net *net[MPC_MAX_PARTIES] = {0};
+	struct job job[MPC_MAX_PARTIES];
+	pthread_t th[MPC_MAX_PARTIES];
+	pthread_barrier_t bar;
+	int rc = -1;
+	memset(job, 0, sizeof job);
+	pthread_barrier_init(&bar, NULL, np);
+	if (mpc_hub_new(np, 0, &hub) != 0 || mpc_dealer_new(np, &d) != 0)
+		goto out;
+	struct mpc_prep_source src = mpc_dealer_source(d);
+	struct mpc_config cfg = {.prep_batch = 1 << 14, .check_every = (size_t)1 << 20};
+	for (unsigned i = 0; i < np; i++) {
+		uint8_t seed[MPC_SEED_BYTES];
+		mpc_dealer_party_seed(d, i, seed);
+		if (mpc_net_local_new(hub, i, &net[i]) != 0 ||
+		    mpc_new(net[i], seed, &src, &cfg, &job[i].mpc) != 0)
+			goto out;
+		job[i] = (struct job){.op = op, .n = n, .id = i, .np = np, .mpc = job[i].mpc,
+				      .bar = &bar, .m = m, .rows = rows, .cols = cols, .uses = uses};
+	}
+	uint64_t dealer0 = 0;
+	for (unsigned i = 0; i < np; i++)
+		pthread_create(&th[i], NULL, party, &job[i]);
+	for (unsigned i = 0; i < np; i++)
+		pthread_join(th[i], NULL);
+	double secs = 0, psecs = 0;
+	uint64_t pdealer = 0;
+	for (unsigned i = 0; i < np; i++) {
+		if (job[i].rc != 0) {
+			fprintf(stderr, "bench_mpc: party %u failed (%d)\n", i, job[i].rc);
+			goto out;
+		}
+		if (job[i].secs > secs)
+			secs = job[i].secs;
+		if (job[i].prep_secs > psecs)
+			psecs = job[i].prep_secs;
+		dealer0 += job[i].st.prep_bytes_in;
+		pdealer += job[i].prep.prep_bytes_in;
+	}
+	const struct mpc_stats *s = &job[0].st, *q = &job[0].prep;
+	char name[64];
+	if (op == OP_FMAT)
+		snprintf(name, sizeof name, "%ux matmul %ux%u by %ux%u", uses, m, rows, rows, cols);
+	else
+		snprintf(name, sizeof name, "%s", op_name[op]);
+	printf("N=%u %-27s %7zu | %4llu %9.3f %8.3f %8.1f | %4llu %9.3f %8.3f %8.1f\n", np,
+	       name, n, (unsigned long long)s->rounds, (double)s->bytes_sent / 1e6,
+	       (double)dealer0 / 1e6, secs * 1e3, (unsigned long long)q->rounds,
+	       (double)q->bytes_sent / 1e6, (double)pdealer / 1e6, psecs * 1e3);
+	rc = 0;
+out:
+	for (unsigned i = 0; i < np; i++) {
+		mpc_free(job[i].mpc);
+		mpc_net_free(net[i]);
+	}
+	mpc_dealer_free(d);
+	mpc_hub_free(hub);
+	pthread_barrier_destroy(&bar);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	double scale = argc > 1 ? strtod(argv[1], NULL) : 1.0;
+	if (!(scale > 0 && scale <= 10))
+		scale = 1.0;
+	log_set_level(LOG_LEVEL_ERROR);
+	static const unsigned ns[] = {2, 3, 5};
+	static const struct {
+		enum op op;
+		size_t n;
+	} ops[] = {{OP_MUL, 100000}, {OP_MUL_FX, 100000}, {OP_TRUNC, 100000},
+		   {OP_REVEAL, 100000}, {OP_INPUT, 100000}};
+	printf("# MPC engine, N in-process parties (threads on this machine's cores, no\n"
+	       "# network latency: add rounds x RTT for a real network).\n"
+	       "# online: the operation itself plus the MAC check of what it opened, with\n"
+	       "#   preprocessing already in the pools. prep: the dealer requests and the\n"
+	       "#   triple sacrifice that fill the pools for it, run just before.\n"
+	       "# MB/party: bytes party 0 sent to its peers; dealer MB: payload bytes all\n"
+	       "#   parties received from the dealer (only party 0 and input owners get any).\n"
+	       "# matmul: W secret and fixed; prep = fetching its mask and opening W - B, once\n"
+	       "#   per session; online = each use (X - A opened; the dealer's per-use [A], [AB]\n"
+	       "#   fetched inline) with its truncation by f, then the MAC check.\n"
+	       "#                                       | online                           |"
+	       " prep\n"
+	       "#   operation                          n | rnds  MB/party dealerMB       ms |"
+	       " rnds  MB/party dealerMB       ms\n");
+	static const uint32_t mats[][4] = {{1, 64, 172, 1}, {1, 64, 172, 10}, {64, 64, 64, 1},
+					   {64, 64, 64, 10}};
+	for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+		for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
+			size_t n = (size_t)((double)ops[o].n * scale);
+			if (run(ns[k], ops[o].op, n ? n : 1, 0, 0, 0, 0) != 0)
+				return 1;
+		}
+		/* n for a matmul sizes the buffers: the largest of X, W and the output */
+		for (size_t q = 0; q < sizeof mats / sizeof mats[0]; q++) {
+			uint32_t m = mats[q][0], r = mats[q][1], c = mats[q][2];
+			size_t n = (size_t)m * (r > c ? r : c);
+			if ((size_t)r * c > n)
+				n = (size_t)r * c;
+			if (run(ns[k], OP_FMAT, n, m, r, c, mats[q][3]) != 0)
+				return 1;
+		}
+	}
+	return 0;
+}

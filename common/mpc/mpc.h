@@ -1,0 +1,256 @@
+/* mpc: the N-party MPC engine of Mimir (SPDZ2k-style authenticated shares, dealer
+ * preprocessing, batched MAC check), in three layers that only depend downwards:
+ *
+ *   transport  (mpc_net_*)    one exchange = one round, counted; in-process hub, and a
+ *                             fault-injecting wrapper for the malicious-security tests;
+ *   dealer     (mpc_dealer_*) correlated randomness: party i expands its shares from a
+ *                             PRG seed, only party 0 (and an input's owner) receive
+ *                             explicit payloads, so the dealer sends ~1/N of the naive
+ *                             volume; reached through struct mpc_prep_source so that it
+ *                             can live in another process;
+ *   engine     (mpc_*)        one object per party: input, linear operations, opening
+ *                             with recording, the MAC check, Beaver multiplication and
+ *                             truncation, all vectorised and batchable.
+ *
+ * Values are elements of Z_2^64 (signed fixed point with f fractional bits, see
+ * ring/ring.h). A share is (v, m) in Z_2^128 x Z_2^128 with sum(v) = x mod 2^64 and
+ * sum(m) = alpha * sum(v) mod 2^128, alpha the additively shared MAC key (k = s = 64).
+ * docs/PROTOCOL.md names the protocol, rounds, bytes and accuracy of every operation.
+ *
+ * Error discipline: any failure inside a protocol (a peer's wrong message size, a
+ * commitment that does not open, a failed MAC check, an exhausted dealer) aborts the
+ * engine for good: the transport is told to abort (so peers blocked in a round return),
+ * mpc_failed_check() names the failing check, and every later call returns
+ * ERR_ABORTED without opening anything. Threads: one engine per party and thread. */
+#ifndef MIMIR_MPC_H
+#define MIMIR_MPC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ring/ring.h"
+
+#define MPC_MAX_PARTIES 16
+#define MPC_SEED_BYTES 32
+
+/* ---------------------------------------------------------------- transport */
+
+struct mpc_net;
+
+/* An implementation moves one round: send[j] (send_len[j] bytes) to every peer j and
+ * receives exactly recv_len[j] bytes from every peer j into recv[j]; entries for the
+ * own index are ignored. A peer that sends any other number of bytes is ERR_PROTOCOL.
+ * abort() makes every party's pending and future exchange fail (ERR_ABORTED). */
+struct mpc_net_ops {
+	int (*exchange)(void *impl, const uint8_t *const send[], const size_t send_len[],
+			uint8_t *const recv[], const size_t recv_len[]);
+	void (*abort)(void *impl);
+	void (*free)(void *impl);
+};
+
+struct mpc_net_stats {
+	uint64_t rounds;     /* exchange calls that completed */
+	uint64_t bytes_sent; /* payload bytes, summed over peers */
+	uint64_t bytes_recv;
+};
+
+/* Wraps an implementation; the net owns impl from then on (ops->free on mpc_net_free,
+ * also when mpc_net_new fails). */
+int mpc_net_new(const struct mpc_net_ops *ops, void *impl, unsigned party, unsigned nparties,
+		struct mpc_net **out);
+void mpc_net_free(struct mpc_net *net);
+unsigned mpc_net_party(const struct mpc_net *net);
+unsigned mpc_net_nparties(const struct mpc_net *net);
+/* One round; arrays have nparties entries. Counts rounds and bytes on success. */
+int mpc_net_exchange(struct mpc_net *net, const uint8_t *const send[], const size_t send_len[],
+		     uint8_t *const recv[], const size_t recv_len[]);
+void mpc_net_abort(struct mpc_net *net);
+void mpc_net_get_stats(const struct mpc_net *net, struct mpc_net_stats *st);
+
+/* In-process transport: one hub shared by the nparties threads, one net per party.
+ * The hub must outlive every net made from it. timeout_ms bounds the wait for the
+ * other parties in one round (0: 120 s); on expiry the hub aborts (ERR_TIMEOUT). */
+struct mpc_hub;
+int mpc_hub_new(unsigned nparties, unsigned timeout_ms, struct mpc_hub **out);
+void mpc_hub_free(struct mpc_hub *hub);
+int mpc_net_local_new(struct mpc_hub *hub, unsigned party, struct mpc_net **out);
+
+/* Fault injection for tests: wraps inner (taking ownership) and flips bit `bit`
+ * (taken modulo the message's bit length) of the message this party sends to peer
+ * `to` in round `round` (0-based, counting this party's exchanges). An empty message
+ * is left alone. mpc_net_fault_fired() tells whether the flip happened. */
+int mpc_net_faulty_new(struct mpc_net *inner, uint64_t round, unsigned to, uint64_t bit,
+		       struct mpc_net **out);
+bool mpc_net_fault_fired(const struct mpc_net *net);
+
+/* ---------------------------------------------------------------- preprocessing */
+
+enum mpc_prep_kind {
+	MPC_PREP_RAND = 1,   /* random authenticated value [r] */
+	MPC_PREP_TRIPLE = 2, /* Beaver triple [a],[b],[c], c = ab mod 2^128 */
+	MPC_PREP_TRUNC = 3,  /* [r], [r_63] (bit 63 of r), [(r mod 2^63) >> m]; param = m */
+	MPC_PREP_INPUT = 4,  /* [r] with r known to the owner; param = owner */
+	MPC_PREP_MMASK = 5,  /* fixed mask [B] of a rows x cols matrix; param = mask id,
+				n = rows * cols; the dealer keeps B for MPC_PREP_MMUL */
+	MPC_PREP_MMUL = 6,   /* per row of an input to that matrix: [a] (rows) and [a B]
+				(cols); param = mask id, n = number of rows of the input */
+};
+
+/* One batch of one kind: the batch-th request of that kind (0, 1, 2, ...), for n
+ * items. Every party requests the same sequence; the dealer refuses a batch whose
+ * kind, param or n differ from what another party asked for. */
+struct mpc_prep_req {
+	uint16_t kind;
+	uint32_t param;
+	uint32_t n;
+	uint64_t batch;
+	uint32_t rows, cols; /* matrix kinds only, else 0 */
+};
+
+/* Where a party's engine gets dealer payloads. fetch returns in *payload (malloc'd,
+ * caller frees with free after wiping) the bytes for `party`; parties that need no
+ * payload for a request are never asked (see mpc_prep_needs_payload). The payload is
+ * versioned: "MPRP", u16 version, u16 kind, u32 param, u32 n, u32 rows, u32 cols (all
+ * little endian), then the body. */
+struct mpc_prep_source {
+	int (*fetch)(void *ctx, unsigned party, const struct mpc_prep_req *req, uint8_t **payload,
+		     size_t *len);
+	void *ctx;
+};
+bool mpc_prep_needs_payload(unsigned party, const struct mpc_prep_req *req);
+
+/* The in-process dealer: draws the MAC key shares and the party seeds at creation,
+ * then produces batches on demand (thread-safe). A real deployment runs the same code
+ * in the dealer service and ships payloads over mTLS. */
+struct mpc_dealer;
+int mpc_dealer_new(unsigned nparties, struct mpc_dealer **out);
+void mpc_dealer_free(struct mpc_dealer *d);
+/* Party i's seed: the only secret party i ever needs from the dealer besides payloads. */
+int mpc_dealer_party_seed(const struct mpc_dealer *d, unsigned party,
+			  uint8_t seed[MPC_SEED_BYTES]);
+int mpc_dealer_fetch(struct mpc_dealer *d, unsigned party, const struct mpc_prep_req *req,
+		     uint8_t **payload, size_t *len);
+/* A source that calls mpc_dealer_fetch; valid while d lives. */
+struct mpc_prep_source mpc_dealer_source(struct mpc_dealer *d);
+/* Bytes the dealer has handed out so far, over all parties. */
+uint64_t mpc_dealer_bytes_out(struct mpc_dealer *d);
+
+/* Fault injection for tests: the item-th triple ever generated (0-based) gets c + 2^bit
+ * with a MAC that matches (a faulty dealer, MPC_DEALER_FAULT_TRIPLE_VALUE), or a MAC
+ * share off by 2^bit (MPC_DEALER_FAULT_TRIPLE_MAC). */
+enum mpc_dealer_fault { MPC_DEALER_FAULT_TRIPLE_VALUE = 1, MPC_DEALER_FAULT_TRIPLE_MAC = 2 };
+int mpc_dealer_inject(struct mpc_dealer *d, enum mpc_dealer_fault kind, uint64_t item,
+		      unsigned bit);
+
+/* ---------------------------------------------------------------- engine */
+
+typedef struct {
+	ring128_t v; /* value share */
+	ring128_t m; /* MAC share */
+} mpc_share;
+
+struct mpc_config {
+	unsigned frac_bits;  /* f, 8..24; 0 means RING_FXP_DEFAULT_F */
+	size_t check_every;  /* MAC-check when this many values are unchecked; 0: 1 << 18 */
+	uint32_t prep_batch; /* items per dealer request; 0: 4096 */
+	bool no_sacrifice;   /* skip the triple sacrifice (benchmarks of the bare online) */
+};
+
+struct mpc_stats {
+	uint64_t rounds, bytes_sent, bytes_recv; /* from the transport */
+	uint64_t opened;                         /* values opened (recorded for checking) */
+	uint64_t checks;                         /* MAC checks run */
+	uint64_t triples, truncs, randoms;       /* preprocessing consumed */
+	uint64_t triples_sacrificed;
+	uint64_t prep_bytes_in; /* dealer payload bytes this party received */
+};
+
+struct mpc;
+
+/* The engine borrows net (free it after mpc_free) and src; seed is party's dealer
+ * seed (copied, wiped on free). */
+int mpc_new(struct mpc_net *net, const uint8_t seed[MPC_SEED_BYTES],
+	    const struct mpc_prep_source *src, const struct mpc_config *cfg, struct mpc **out);
+void mpc_free(struct mpc *p);
+unsigned mpc_party(const struct mpc *p);
+unsigned mpc_nparties(const struct mpc *p);
+unsigned mpc_frac_bits(const struct mpc *p);
+void mpc_get_stats(const struct mpc *p, struct mpc_stats *st);
+/* NULL while healthy; after an abort, the name of the check or step that failed:
+ * "mac-check", "commitment", "broadcast-consistency", "triple-sacrifice" (integrity
+ * checks), "transport" (a peer's wrong size, an abort or timeout elsewhere),
+ * "preprocessing" (dealer unreachable or a bad payload), "joint-randomness", "memory". */
+const char *mpc_failed_check(const struct mpc *p);
+
+/* Secret input of party owner: x (n values, read only at the owner, NULL elsewhere)
+ * becomes out. One round; the owner sends 8n bytes to each peer. */
+int mpc_input(struct mpc *p, unsigned owner, const ring64_t *x, mpc_share *out, size_t n);
+
+/* Local linear operations (no communication, no failure). out may alias inputs. */
+void mpc_add(const struct mpc *p, mpc_share *out, const mpc_share *a, const mpc_share *b,
+	     size_t n);
+void mpc_sub(const struct mpc *p, mpc_share *out, const mpc_share *a, const mpc_share *b,
+	     size_t n);
+void mpc_neg(const struct mpc *p, mpc_share *out, const mpc_share *a, size_t n);
+/* out[i] = a[i] + c[i] and out[i] = c[i] * a[i] with public c. */
+void mpc_add_public(const struct mpc *p, mpc_share *out, const mpc_share *a, const ring64_t *c,
+		    size_t n);
+void mpc_mul_public(const struct mpc *p, mpc_share *out, const mpc_share *a, const ring64_t *c,
+		    size_t n);
+/* out[i] = c * a[i] with one public scalar. */
+void mpc_scale(const struct mpc *p, mpc_share *out, const mpc_share *a, ring64_t c, size_t n);
+/* The public constant c as a share (party 0 holds the value; everyone the MAC). */
+void mpc_constant(const struct mpc *p, mpc_share *out, ring64_t c, size_t n);
+
+/* Preprocessing ahead of time, off the critical path: makes n items of a kind ready
+ * (param: m for MPC_PREP_TRUNC, the owner for MPC_PREP_INPUT, else 0). For triples this
+ * runs the sacrifice now (one toss and two rounds, all parties must call it together);
+ * the other kinds only talk to the dealer. */
+int mpc_prefill(struct mpc *p, enum mpc_prep_kind kind, uint32_t param, size_t n);
+
+/* Opening among the parties (one round, 8n bytes to each peer). The values are
+ * recorded for the next MAC check and are NOT yet safe to release to anyone outside
+ * the parties. */
+int mpc_open(struct mpc *p, ring64_t *out, const mpc_share *a, size_t n);
+/* Opening for release: opens, then MAC-checks everything opened so far; out is written
+ * only when the check passed. */
+int mpc_reveal(struct mpc *p, ring64_t *out, const mpc_share *a, size_t n);
+/* Runs the batched MAC check now (no-op when nothing is unchecked). */
+int mpc_check(struct mpc *p);
+
+/* Batches: independent operations queued on one batch share one round. Outputs are
+ * written by mpc_batch_run; inputs are read when queued (so out may alias them). */
+struct mpc_batch;
+int mpc_batch_new(struct mpc *p, struct mpc_batch **out);
+void mpc_batch_free(struct mpc_batch *b);
+/* out = a * b in Z_2^64 (Beaver; no rescaling). */
+int mpc_batch_mul(struct mpc_batch *b, mpc_share *out, const mpc_share *x, const mpc_share *y,
+		  size_t n);
+/* out = a / 2^m rounded probabilistically to a neighbouring integer (error < 1 unit),
+ * for signed a with |a| < 2^62; 1 <= m <= 62. */
+int mpc_batch_trunc(struct mpc_batch *b, mpc_share *out, const mpc_share *x, size_t n,
+		    unsigned m);
+int mpc_batch_run(struct mpc_batch *b);
+
+/* Fixed-mask matrix product for a secret matrix W that is reused (model weights, rows
+ * of the KV cache): the dealer's mask [B] is fetched once and E = W - B is opened once
+ * (rows * cols values, one round); every product X W afterwards opens only X - A (the
+ * activations), so per-use traffic grows with X, not with W. */
+struct mpc_fmat;
+int mpc_fmat_new(struct mpc *p, const mpc_share *w, uint32_t rows, uint32_t cols,
+		 struct mpc_fmat **out);
+void mpc_fmat_free(struct mpc_fmat *fm);
+/* out (m x cols) = x (m x rows) W in Z_2^64, row-major, no rescaling (truncate by f
+ * after a fixed-point product; the truncation can share a batch with other work). */
+int mpc_batch_fmat_mul(struct mpc_batch *b, const struct mpc_fmat *fm, mpc_share *out,
+		       const mpc_share *x, uint32_t m);
+int mpc_fmat_mul(struct mpc *p, const struct mpc_fmat *fm, mpc_share *out, const mpc_share *x,
+		 uint32_t m);
+
+/* One-operation conveniences (one round each; mul_fx two: multiply, then truncate f). */
+int mpc_mul(struct mpc *p, mpc_share *out, const mpc_share *x, const mpc_share *y, size_t n);
+int mpc_trunc(struct mpc *p, mpc_share *out, const mpc_share *x, size_t n, unsigned m);
+int mpc_mul_fx(struct mpc *p, mpc_share *out, const mpc_share *x, const mpc_share *y, size_t n);
+
+#endif

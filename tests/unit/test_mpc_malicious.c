@@ -1,0 +1,166 @@
+/* mpc, malicious security: a transport that flips one random bit of one party's
+ * message to one peer, at a random round of a pipeline using every operation the
+ * engine has (input, linear operations, Beaver products, fixed-point product,
+ * truncation, a batch of both, the fixed-mask matrix product, two reveals, the
+ * sacrifice and the MAC check), over
+ * many runs at N = 2, 3 and 5. In every run every party either aborts before releasing
+ * a value or releases exactly the honest output; a wrong value is never released. The
+ * pipeline's values are chosen so that truncation is exact, which makes the honest
+ * output one fixed vector. */
+#include <stdio.h>
+#include <string.h>
+
+#include "err/err.h"
+#include "log/log.h"
+#include "test_mpc_harness.h"
+#include "testutil.h"
+
+#define K 4
+#define NOUT (4 * K + 3)
+
+struct pipe {
+	ring64_t x[K], y[K], w[K * 3];
+	ring64_t out[MPC_MAX_PARTIES][NOUT];
+	bool released[MPC_MAX_PARTIES][2];
+};
+
+static int pipeline(struct mpch_party *pp, void *arg)
+{
+	struct pipe *g = arg;
+	struct mpc *p = pp->mpc;
+	mpc_share x[K], y[K], a[K], b[K], c[K], d[K];
+	ring64_t pub[K];
+	struct mpc_batch *bt = NULL;
+	int rc;
+	for (int i = 0; i < K; i++)
+		pub[i] = (ring64_t)(i + 1) << 16;
+	if ((rc = mpc_input(p, 0, pp->id == 0 ? g->x : NULL, x, K)) != 0 ||
+	    (rc = mpc_input(p, pp->n - 1, pp->id == pp->n - 1 ? g->y : NULL, y, K)) != 0)
+		return rc;
+	mpc_add(p, a, x, y, K);
+	mpc_add_public(p, a, a, pub, K);
+	if ((rc = mpc_mul_fx(p, b, a, y, K)) != 0) /* exact: whole numbers */
+		return rc;
+	mpc_scale(p, c, b, 8, K);
+	if ((rc = mpc_trunc(p, c, c, K, 3)) != 0) /* exact: multiple of 8 */
+		return rc;
+	if ((rc = mpc_reveal(p, g->out[pp->id], c, K)) != 0)
+		return rc;
+	g->released[pp->id][0] = true;
+	if ((rc = mpc_batch_new(p, &bt)) != 0)
+		return rc;
+	if ((rc = mpc_batch_mul(bt, d, x, c, K)) == 0 &&
+	    (rc = mpc_batch_trunc(bt, a, a, K, 16)) == 0)
+		rc = mpc_batch_run(bt);
+	mpc_batch_free(bt);
+	if (rc != 0)
+		return rc;
+	mpc_sub(p, b, d, a, K);
+	mpc_mul_public(p, c, x, pub, K);
+	/* fixed-mask product: x (1 x K) times W (K x 3), then truncation (exact) */
+	mpc_share w[K * 3], xw[3];
+	struct mpc_fmat *fm = NULL;
+	if ((rc = mpc_input(p, 0, pp->id == 0 ? g->w : NULL, w, K * 3)) != 0 ||
+	    (rc = mpc_fmat_new(p, w, K, 3, &fm)) != 0 || (rc = mpc_fmat_mul(p, fm, xw, x, 1)) != 0 ||
+	    (rc = mpc_trunc(p, xw, xw, 3, 16)) != 0) {
+		mpc_fmat_free(fm);
+		return rc;
+	}
+	mpc_fmat_free(fm);
+	mpc_share out[3 * K + 3];
+	memcpy(out, a, sizeof a);
+	memcpy(out + K, b, sizeof b);
+	memcpy(out + 2 * K, c, sizeof c);
+	memcpy(out + 3 * K, xw, sizeof xw);
+	if ((rc = mpc_reveal(p, g->out[pp->id] + K, out, 3 * K + 3)) != 0)
+		return rc;
+	g->released[pp->id][1] = true;
+	return 0;
+}
+
+static void run_many(unsigned n, int runs, uint64_t seed)
+{
+	struct pipe honest, g;
+	struct mpch_party pp[MPC_MAX_PARTIES];
+	memset(&honest, 0, sizeof honest);
+	for (int i = 0; i < K; i++) {
+		honest.x[i] = (ring64_t)((int64_t)i - 2) << 16; /* -2, -1, 0, 1 */
+		honest.y[i] = (ring64_t)(3 + i) << 16;
+	}
+	for (int i = 0; i < K * 3; i++)
+		honest.w[i] = (ring64_t)((int64_t)(i % 5) - 2) << 16;
+	struct mpch_opts o = {.fault_party = -1, .cfg = {.prep_batch = 8}};
+	ck_assert_int_eq(mpch_run(n, &o, pipeline, &honest, pp), 0);
+	for (unsigned i = 0; i < n; i++) {
+		ck_assert_int_eq(pp[i].rc, 0);
+		ck_assert_mem_eq(honest.out[i], honest.out[0], sizeof honest.out[0]);
+	}
+	for (int j = 0; j < 3; j++) { /* the honest run is right: x W, exactly */
+		int64_t acc = 0;
+		for (int i = 0; i < K; i++)
+			acc += ((int64_t)honest.x[i] >> 16) * ((int64_t)honest.w[i * 3 + j] >> 16);
+		ck_assert_int_eq((int64_t)honest.out[0][4 * K + j], acc * 65536);
+	}
+	uint64_t R = pp[0].st.rounds;
+	ck_assert_uint_gt(R, 10);
+
+	int fired = 0, aborted = 0, clean = 0;
+	for (int r = 0; r < runs; r++) {
+		memset(&g, 0, sizeof g);
+		memcpy(g.x, honest.x, sizeof g.x);
+		memcpy(g.y, honest.y, sizeof g.y);
+		memcpy(g.w, honest.w, sizeof g.w);
+		o.fault_party = (int)(mpch_rand(&seed) % n);
+		o.fault_to = (unsigned)((o.fault_party + 1 + mpch_rand(&seed) % (n - 1)) % n);
+		o.fault_round = mpch_rand(&seed) % R;
+		o.fault_bit = mpch_rand(&seed);
+		ck_assert_int_eq(mpch_run(n, &o, pipeline, &g, pp), 0);
+		bool any_abort = false;
+		for (unsigned i = 0; i < n; i++) {
+			/* whatever a party released is exactly the honest value */
+			if (g.released[i][0])
+				ck_assert_mem_eq(g.out[i], honest.out[0], K * sizeof(ring64_t));
+			if (g.released[i][1])
+				ck_assert_mem_eq(g.out[i] + K, honest.out[0] + K,
+						 (NOUT - K) * sizeof(ring64_t));
+			if (pp[i].rc == 0)
+				ck_assert(g.released[i][0] && g.released[i][1]);
+			else
+				any_abort = true;
+		}
+		bool f = pp[o.fault_party].fault_fired;
+		fired += f;
+		aborted += f && any_abort;
+		clean += f && !any_abort;
+	}
+	fprintf(stderr, "malicious N=%u: %d runs, %d faults injected, %d aborted, %d harmless "
+			"(honest output everywhere), 0 wrong releases\n",
+		n, runs, fired, aborted, clean);
+	ck_assert_int_ge(fired, runs * 9 / 10); /* the injection really happens */
+	/* every bit the protocol sends matters except the commitment to the next toss's
+	 * seed in the last check, which is never opened because the run ends there (the
+	 * harmless runs are all in that round: 32 of its 96 bytes) */
+	ck_assert_int_ge(aborted, fired * 9 / 10);
+}
+
+START_TEST(test_bitflip_n3_1000_runs) { run_many(3, 1000, 0x1234567ULL); }
+END_TEST
+
+START_TEST(test_bitflip_n2) { run_many(2, 300, 0x2345678ULL); }
+END_TEST
+
+START_TEST(test_bitflip_n5) { run_many(5, 300, 0x3456789ULL); }
+END_TEST
+
+Suite *suite(void)
+{
+	log_set_level(LOG_LEVEL_ERROR); /* every run logs its abort per party */
+	Suite *s = suite_create("mpc_malicious");
+	TCase *tc = tcase_create("bitflip");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_bitflip_n3_1000_runs);
+	tcase_add_test(tc, test_bitflip_n2);
+	tcase_add_test(tc, test_bitflip_n5);
+	suite_add_tcase(s, tc);
+	return s;
+}
