@@ -142,6 +142,8 @@ struct xfer {
 	httpc_chunk_fn chunk_fn;
 	void *chunk_arg;
 	bool stopped;
+	char errbuf[CURL_ERROR_SIZE];
+	struct curl_slist *hdrs;
 };
 
 static size_t on_body(char *p, size_t sz, size_t n, void *arg)
@@ -194,21 +196,21 @@ static bool idempotent(const char *m)
 	       !strcmp(m, "DELETE") || !strcmp(m, "OPTIONS");
 }
 
-static int perform(struct httpc *c, const char *method, const char *path,
-		   const char *const *extra_headers, const char *content_type, const void *body,
-		   size_t len, struct xfer *x, CURLcode *cc)
+/* Configures c's easy handle for one request; the transfer state lives in x. */
+static int xfer_setup(struct httpc *c, const char *method, const char *path,
+		      const char *const *extra_headers, const char *content_type, const void *body,
+		      size_t len, struct xfer *x)
 {
 	CURL *h = c->curl;
 	char url[2048];
-	char errbuf[CURL_ERROR_SIZE] = "";
-	struct curl_slist *hdrs = NULL;
-	int rc = 0;
+	x->errbuf[0] = '\0';
+	x->hdrs = NULL;
 	if (snprintf(url, sizeof url, "%s%s", c->base_url, path) >= (int)sizeof url)
 		return ERR_INVALID;
 	curl_easy_reset(h); /* options only: the connection cache survives */
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, x->errbuf);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->o.connect_timeout_ms);
 	if (!x->chunk_fn)
 		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->o.timeout_ms);
@@ -216,8 +218,10 @@ static int perform(struct httpc *c, const char *method, const char *path,
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(h, CURLOPT_PRIVATE, x);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
 	if (c->ca_file) {
 		curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
 		curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_hook);
@@ -228,14 +232,14 @@ static int perform(struct httpc *c, const char *method, const char *path,
 		curl_easy_setopt(h, CURLOPT_SSLKEY, c->key_file);
 	}
 	for (const char *const *e = extra_headers; e && *e; e++)
-		hdrs = curl_slist_append(hdrs, *e);
+		x->hdrs = curl_slist_append(x->hdrs, *e);
 	if (content_type) {
 		char ct[160];
 		snprintf(ct, sizeof ct, "Content-Type: %s", content_type);
-		hdrs = curl_slist_append(hdrs, ct);
+		x->hdrs = curl_slist_append(x->hdrs, ct);
 	}
-	hdrs = curl_slist_append(hdrs, "Expect:"); /* no 100-continue round trip */
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	x->hdrs = curl_slist_append(x->hdrs, "Expect:"); /* no 100-continue round trip */
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, x->hdrs);
 	if (!strcmp(method, "HEAD")) {
 		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
 	} else if (strcmp(method, "GET") != 0) {
@@ -245,25 +249,45 @@ static int perform(struct httpc *c, const char *method, const char *path,
 			curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? body : "");
 		}
 	}
-	*cc = curl_easy_perform(h);
-	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &x->resp->status);
-	if (*cc != CURLE_OK && !(x->stopped && *cc == CURLE_WRITE_ERROR)) {
-		snprintf(x->resp->error, sizeof x->resp->error, "%s", errbuf[0] ? errbuf : curl_easy_strerror(*cc));
+	return 0;
+}
+
+/* Reads the outcome of a finished transfer into x->resp and maps curl's code. */
+static int xfer_finish(struct httpc *c, struct xfer *x, CURLcode cc)
+{
+	int rc = 0;
+	curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &x->resp->status);
+	if (cc != CURLE_OK && !(x->stopped && cc == CURLE_WRITE_ERROR)) {
+		snprintf(x->resp->error, sizeof x->resp->error, "%s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(cc));
 		if (x->too_large)
 			rc = ERR_TOO_LARGE;
-		else if (*cc == CURLE_OPERATION_TIMEDOUT)
+		else if (cc == CURLE_OPERATION_TIMEDOUT)
 			rc = ERR_TIMEOUT;
-		else if (*cc == CURLE_SSL_CONNECT_ERROR || *cc == CURLE_PEER_FAILED_VERIFICATION ||
-			 *cc == CURLE_SSL_CERTPROBLEM || *cc == CURLE_SSL_CACERT_BADFILE ||
+		else if (cc == CURLE_SSL_CONNECT_ERROR || cc == CURLE_PEER_FAILED_VERIFICATION ||
+			 cc == CURLE_SSL_CERTPROBLEM || cc == CURLE_SSL_CACERT_BADFILE ||
 			 strstr(x->resp->error, "alert"))
 			rc = ERR_TLS;
 		else
 			rc = ERR_IO;
 		x->resp->status = x->too_large ? x->resp->status : 0;
 	}
-	curl_slist_free_all(hdrs);
-	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
+	curl_slist_free_all(x->hdrs);
+	x->hdrs = NULL;
+	curl_easy_setopt(c->curl, CURLOPT_ERRORBUFFER, NULL);
 	return rc;
+}
+
+static int perform(struct httpc *c, const char *method, const char *path,
+		   const char *const *extra_headers, const char *content_type, const void *body,
+		   size_t len, struct xfer *x, CURLcode *cc)
+{
+	int rc = xfer_setup(c, method, path, extra_headers, content_type, body, len, x);
+	if (rc != 0) {
+		*cc = CURLE_OK;
+		return rc;
+	}
+	*cc = curl_easy_perform(c->curl);
+	return xfer_finish(c, x, *cc);
 }
 
 static bool retryable(const char *method, int rc, CURLcode cc, long status)
@@ -338,5 +362,79 @@ int httpc_stream(struct httpc *c, const char *method, const char *path,
 	resp->attempts = 1;
 	if (!resp->body)
 		resp->body = calloc(1, 1);
+	return rc;
+}
+
+/* ---- several requests at once ---- */
+
+struct httpc_multi {
+	CURLM *m;
+};
+
+int httpc_multi_new(struct httpc_multi **out)
+{
+	pthread_once(&global_once, global_init);
+	struct httpc_multi *hm = calloc(1, sizeof *hm);
+	if (!hm || !(hm->m = curl_multi_init())) {
+		free(hm);
+		return ERR_NOMEM;
+	}
+	*out = hm;
+	return 0;
+}
+
+void httpc_multi_free(struct httpc_multi *hm)
+{
+	if (!hm)
+		return;
+	curl_multi_cleanup(hm->m);
+	free(hm);
+}
+
+int httpc_multi_run(struct httpc_multi *hm, struct httpc_call *calls, size_t n)
+{
+	struct xfer *xs = calloc(n ? n : 1, sizeof *xs);
+	int rc = 0;
+	if (!xs)
+		return ERR_NOMEM;
+	for (size_t i = 0; i < n; i++) {
+		struct httpc_call *k = &calls[i];
+		memset(&k->resp, 0, sizeof k->resp);
+		xs[i].resp = &k->resp;
+		buf_init(&xs[i].body, k->c->o.max_response, false);
+		k->rc = xfer_setup(k->c, k->method, k->path, NULL, k->content_type, k->body, k->len, &xs[i]);
+		if (k->rc == 0 && curl_multi_add_handle(hm->m, k->c->curl) != CURLM_OK)
+			k->rc = ERR_IO;
+		k->resp.attempts = 1;
+	}
+	int running = 1;
+	while (running) {
+		if (curl_multi_perform(hm->m, &running) != CURLM_OK)
+			break;
+		if (running && curl_multi_poll(hm->m, NULL, 0, 1000, NULL) != CURLM_OK)
+			break;
+	}
+	CURLMsg *msg;
+	int left;
+	while ((msg = curl_multi_info_read(hm->m, &left))) {
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		for (size_t i = 0; i < n; i++)
+			if (calls[i].c->curl == msg->easy_handle && calls[i].rc == 0)
+				calls[i].rc = xfer_finish(calls[i].c, &xs[i], msg->data.result) ? : 1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct httpc_call *k = &calls[i];
+		curl_multi_remove_handle(hm->m, k->c->curl);
+		if (k->rc == 1)
+			k->rc = 0; /* finished with a response */
+		else if (k->rc == 0)
+			k->rc = ERR_IO; /* never finished */
+		k->resp.body = buf_steal(&xs[i].body, &k->resp.len);
+		curl_slist_free_all(xs[i].hdrs);
+		if (k->rc != 0 && rc == 0)
+			rc = k->rc;
+	}
+	free(xs);
 	return rc;
 }

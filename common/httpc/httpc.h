@@ -66,4 +66,24 @@ int httpc_stream(struct httpc *c, const char *method, const char *path,
 		 const char *const *extra_headers, httpc_chunk_fn fn, void *arg,
 		 struct httpc_resp *resp);
 
+/* ---- several requests at once ----
+ * A multi handle runs requests to different servers concurrently (one round of a
+ * protocol sends to every peer at once). Connections are cached by the multi handle,
+ * so keep one for the lifetime of the httpc objects it drives, and do not run the same
+ * httpc in two calls at once. No retries. */
+struct httpc_multi;
+struct httpc_call {
+	struct httpc *c;
+	const char *method, *path, *content_type;
+	const void *body;
+	size_t len;
+	struct httpc_resp resp; /* out: free with httpc_resp_free */
+	int rc;                 /* out: 0 when an HTTP response arrived */
+};
+int httpc_multi_new(struct httpc_multi **out);
+void httpc_multi_free(struct httpc_multi *m);
+/* Returns 0 when every call got an HTTP response (check each resp.status), else the
+ * first call's error. */
+int httpc_multi_run(struct httpc_multi *m, struct httpc_call *calls, size_t n);
+
 #endif
