@@ -37,12 +37,17 @@ typedef int (*http_handler_fn)(struct http_req *req, void *svc_ctx);
 /* Bit (1u << role) for each enum ident_role allowed; 0 means any authenticated peer. */
 #define HTTP_ROLE(r) (1u << (r))
 
+/* Route flags. */
+#define HTTP_ROUTE_QUIET 1u /* per-request access log at debug level (high-rate routes
+			       such as MPC rounds); failures are still logged */
+
 struct http_route {
 	const char *method;  /* "GET", "POST", ... ; NULL ends the table */
 	const char *pattern; /* "/v1/sessions/{id}/tokens": {name} matches one segment */
 	http_handler_fn fn;
 	unsigned roles;      /* HTTP_ROLE() mask of peer roles allowed; 0 = any */
 	size_t max_body;     /* 0 = the server's default */
+	unsigned flags;      /* HTTP_ROUTE_* */
 };
 
 struct http_server_config {

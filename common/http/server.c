@@ -561,7 +561,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 	char status[8];
 	snprintf(status, sizeof status, "%u", r->replied ? r->status : 0);
 	log_ctx_set(r->id, NULL);
-	int lvl = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? LOG_LEVEL_INFO : LOG_LEVEL_WARN;
+	bool quiet = r->route && (r->route->flags & HTTP_ROUTE_QUIET) && r->status < 400;
+	int lvl = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK ? LOG_LEVEL_WARN
+		  : quiet ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO;
 	if (log_enabled(lvl))
 		LOG_AT(lvl, "http.request", LOG_S("method", r->method), LOG_S("path", r->path),
 		       LOG_S("route", r->route_label), LOG_I("status", r->replied ? r->status : 0),

@@ -22,6 +22,8 @@
 struct httpc {
 	CURL *curl;
 	struct httpc_opts o;
+	bool pin;
+	uint8_t fingerprint[32];
 	char *base_url, *ca_file, *cert_file, *key_file;
 };
 
@@ -46,6 +48,11 @@ int httpc_new(struct httpc **out, const struct httpc_opts *o)
 	if (!c)
 		return ERR_NOMEM;
 	c->o = *o;
+	c->o.expect_fingerprint = NULL;
+	if (o->expect_fingerprint) {
+		c->pin = true;
+		memcpy(c->fingerprint, o->expect_fingerprint, sizeof c->fingerprint);
+	}
 	c->base_url = strdup(o->base_url);
 	c->ca_file = dup_or_null(o->ca_file);
 	c->cert_file = dup_or_null(o->cert_file);
@@ -101,11 +108,17 @@ static int verify_role(int ok, X509_STORE_CTX *st)
 		return ok;
 	SSL *ssl = X509_STORE_CTX_get_ex_data(st, SSL_get_ex_data_X509_STORE_CTX_idx());
 	const struct httpc *c = ssl ? SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ssl_ctx_idx) : NULL;
-	if (!c || c->o.expect_role == IDENT_ROLE_NONE)
+	if (!c || (c->o.expect_role == IDENT_ROLE_NONE && !c->pin))
 		return ok;
 	struct ident id;
-	if (ident_from_x509(X509_STORE_CTX_get_current_cert(st), &id) != 0 ||
-	    id.role != c->o.expect_role) {
+	int prc = ident_from_x509(X509_STORE_CTX_get_current_cert(st), &id);
+	if (prc == 0 && c->pin && sodium_memcmp(id.fingerprint, c->fingerprint, sizeof c->fingerprint) != 0) {
+		LOG_WARN("httpc.wrong_peer", LOG_S("url", c->base_url),
+			 LOG_S("error", "the server's certificate is not the one pinned for this peer"));
+		X509_STORE_CTX_set_error(st, X509_V_ERR_APPLICATION_VERIFICATION);
+		return 0;
+	}
+	if (prc != 0 || (c->o.expect_role != IDENT_ROLE_NONE && id.role != c->o.expect_role)) {
 		LOG_WARN("httpc.wrong_role", LOG_S("url", c->base_url),
 			 LOG_S("expected", ident_role_name(c->o.expect_role)),
 			 LOG_S("got", id.has_extension ? ident_role_name(id.role) : "(none)"));

@@ -15,6 +15,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ident/ident.h"
 
@@ -26,6 +27,8 @@ struct httpc_opts {
 	const char *cert_file;       /* client certificate (PEM) or NULL */
 	const char *key_file;        /* its key */
 	enum ident_role expect_role; /* IDENT_ROLE_NONE: any role */
+	const uint8_t *expect_fingerprint; /* SHA-256 of the server's certificate (32 bytes,
+					      copied), or NULL: any certificate of the CA */
 	long connect_timeout_ms;     /* default 3000 */
 	long timeout_ms;             /* whole request, default 30000 (streams: 0 = none) */
 	unsigned retries;            /* extra attempts for retryable failures, default 2 */
