@@ -17,25 +17,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "httpc/httpc.h"
 
-static double now_us(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
 
 static void report(const char *what, double *t, int n)
 {
-	qsort(t, (size_t)n, sizeof *t, cmp_d);
-	printf("%-44s median %8.1f us   p99 %8.1f us   (%d runs)\n", what, t[n / 2], t[n * 99 / 100], n);
+	double med = bench_quantile(t, (size_t)n, 0.5), p99 = bench_quantile(t, (size_t)n, 0.99);
+	printf("%-44s median %8.1f us   p99 %8.1f us   (%d runs)\n", what, med, p99, n);
 }
 
 static void *echo_server(void *arg)
@@ -66,10 +55,10 @@ static void raw_tcp(int n)
 	double *t = calloc((size_t)n, sizeof *t);
 	char b = 'x';
 	for (int i = 0; i < n; i++) {
-		double t0 = now_us();
+		double t0 = bench_now_us();
 		if (write(fd, &b, 1) != 1 || read(fd, &b, 1) != 1)
 			break;
-		t[i] = now_us() - t0;
+		t[i] = bench_now_us() - t0;
 	}
 	close(fd);
 	pthread_join(th, NULL);
@@ -142,7 +131,7 @@ int main(void)
 			memcpy(body + len - 2, "\"}", 2);
 		}
 		for (int i = -50; i < n; i++) { /* 50 warm-up requests */
-			double t0 = now_us();
+			double t0 = bench_now_us();
 			int rc = len ? httpc_request(c, "POST", "/v1/feeds/bench/events", NULL, "application/json", body, len, &r)
 				     : httpc_request(c, "GET", "/healthz", NULL, NULL, NULL, 0, &r);
 			if (rc != 0 || (r.status != 200 && r.status != 201)) {
@@ -150,7 +139,7 @@ int main(void)
 				return 1;
 			}
 			if (i >= 0)
-				t[i] = now_us() - t0;
+				t[i] = bench_now_us() - t0;
 			httpc_resp_free(&r);
 		}
 		char what[64];

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "http/http.h"
 #include "log/log.h"
 #include "mnet/mnet.h"
@@ -32,18 +33,6 @@ struct party {
 	int rc;
 };
 
-static double now_us(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
 
 static void *run(void *arg)
 {
@@ -57,10 +46,10 @@ static void *run(void *arg)
 		len[j] = p->bytes;
 	}
 	for (int i = -100; i < ROUNDS && p->rc == 0; i++) {
-		double t0 = now_us();
+		double t0 = bench_now_us();
 		p->rc = mpc_net_exchange(p->net, send, len, rb, len);
 		if (i >= 0)
-			p->t[i] = now_us() - t0;
+			p->t[i] = bench_now_us() - t0;
 	}
 	for (unsigned j = 0; j < NP; j++)
 		free(rb[j]);
@@ -80,8 +69,7 @@ static double measure(struct mpc_net *nets[NP], size_t bytes)
 		pthread_join(th[i], NULL);
 	double med = -1;
 	if (ps[0].rc == 0) {
-		qsort(ps[0].t, ROUNDS, sizeof(double), cmp_d);
-		med = ps[0].t[ROUNDS / 2];
+		med = bench_quantile(ps[0].t, ROUNDS, 0.5);
 	}
 	for (unsigned i = 0; i < NP; i++)
 		free(ps[i].t);
