@@ -333,7 +333,10 @@ struct mnet_net {
 	struct mnet_peer peers[MPC_MAX_PARTIES];
 	uint8_t session[MNET_SESSION_LEN];
 	uint64_t generation;
+	bool notified; /* the peers have been told this generation is over */
 };
+
+static void net_abort(void *impl);
 
 static int peer_client(const struct mnet_net *n, unsigned j, unsigned timeout_ms, struct httpc **out)
 {
@@ -442,11 +445,15 @@ static int net_exchange(void *impl, const uint8_t *const send[], const size_t se
 	char why[128];
 	snprintf(why, sizeof why, "%s", c->why);
 	pthread_mutex_unlock(&h->mu);
-	if (rc == 0)
+	if (rc == 0) {
 		n->round++;
-	else
-		LOG_WARN("mnet.round_failed", LOG_I("party", n->party), LOG_I("round", n->round),
-			 LOG_S("error", err_title(rc)), LOG_S("why", why));
+		return 0;
+	}
+	LOG_WARN("mnet.round_failed", LOG_I("party", n->party), LOG_I("round", n->round),
+		 LOG_S("error", err_title(rc)), LOG_S("why", why));
+	/* Whatever ended the round here ends it everywhere: peers that already moved on
+	 * must not wait out their timeout for a round this party will never send. */
+	net_abort(n);
 	return rc;
 }
 
@@ -456,10 +463,12 @@ static void net_abort(void *impl)
 {
 	struct mnet_net *n = impl;
 	pthread_mutex_lock(&n->hub->mu);
-	bool already = n->chan->aborted;
 	chan_abort(n->chan, "this party aborted the generation");
+	bool notified = n->notified;
+	n->notified = true;
 	pthread_mutex_unlock(&n->hub->mu);
-	(void)already;
+	if (notified)
+		return;
 	struct httpc *clients[MPC_MAX_PARTIES] = {0};
 	struct httpc_multi *multi = NULL;
 	bool ok = httpc_multi_new(&multi) == 0;
