@@ -13,7 +13,13 @@ for src in "$@"; do
   [ -d "fuzz/corpus/$n" ] && seeds+=("fuzz/corpus/$n")
   if [ -f "fuzz/corpus/$n.extra" ]; then
     while read -r p; do
-      [ -n "$p" ] && [ -e "$MIMIR_SHARED/$p" ] && seeds+=("$MIMIR_SHARED/$p")
+      [ -n "$p" ] || continue
+      if [ -d "$MIMIR_SHARED/$p" ]; then
+        seeds+=("$MIMIR_SHARED/$p")
+      elif [ -f "$MIMIR_SHARED/$p" ]; then
+        # libFuzzer takes directories only: a single file joins the work corpus
+        cp "$MIMIR_SHARED/$p" "$work/$(echo "$p" | tr / _)"
+      fi
     done < "fuzz/corpus/$n.extra"
   fi
   echo "fuzz: $n for ${secs}s over ${seeds[*]:1}"

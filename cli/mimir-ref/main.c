@@ -1,0 +1,313 @@
+/* mimir-ref: plaintext generation with the float reference model, the yardstick the
+ * secure engine is compared against. It loads a llama2.c checkpoint and tokenizer,
+ * encodes the prompt, runs the forward pass token by token and prints the prompt and
+ * the continuation (or only the new ids with --ids) on stdout; timing goes to stderr.
+ * Exit status: 0 ok, 1 runtime error (bad files, out of memory), 2 usage error. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "err/err.h"
+#include "model/model.h"
+#include "model/sampler.h"
+#include "model/tok.h"
+
+#define PROG "mimir-ref"
+#define EXIT_USAGE 2
+
+struct opts {
+	char model[4096];
+	char tokenizer[4096];
+	const char *prompt;
+	long tokens;
+	struct sampler_params sp;
+	bool ids;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: " PROG " --prompt TEXT --tokens N [options]\n"
+		"\n"
+		"Generates N tokens after TEXT with the float reference model and prints the\n"
+		"prompt followed by the continuation on stdout (timing on stderr).\n"
+		"\n"
+		"  --model PATH        llama2.c checkpoint\n"
+		"                      (default $MIMIR_SHARED/models/stories260K.bin,\n"
+		"                       MIMIR_SHARED defaults to ../shared)\n"
+		"  --tokenizer PATH    llama2.c tokenizer (default $MIMIR_SHARED/models/tok512.bin)\n"
+		"  --prompt TEXT       the prompt (may be empty)\n"
+		"  --tokens N          new tokens to generate; generation also stops at BOS\n"
+		"  --temperature T     0 = greedy argmax (default 0)\n"
+		"  --top-p P           nucleus sampling mass, 0 or 1 = off (default 0.9;\n"
+		"                      only with a temperature above 0)\n"
+		"  --top-k K           keep the K most likely tokens, 0 = off (default 0)\n"
+		"  --seed S            generator seed, unsigned 64-bit (default 1)\n"
+		"  --ids               print only the new token ids, space separated, one line\n"
+		"  -h, --help          this text\n"
+		"\n"
+		"exit status: 0 ok, 1 runtime error, 2 usage error\n");
+}
+
+static int bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int bad(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, PROG ": ");
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, "\n(see " PROG " --help)\n");
+	va_end(ap);
+	return EXIT_USAGE;
+}
+
+static bool parse_long(const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		return false;
+	*out = v;
+	return true;
+}
+
+static bool parse_float(const char *s, float lo, float hi, float *out)
+{
+	char *end;
+	errno = 0;
+	float v = strtof(s, &end);
+	if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
+		return false;
+	*out = v;
+	return true;
+}
+
+static bool parse_u64(const char *s, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	if (*s == '-' || *s == '+')
+		return false;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s || *end)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Returns -1 to go on, otherwise the exit status. */
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+	const char *shared = getenv("MIMIR_SHARED");
+	if (!shared || !*shared)
+		shared = "../shared";
+	snprintf(o->model, sizeof o->model, "%s/models/stories260K.bin", shared);
+	snprintf(o->tokenizer, sizeof o->tokenizer, "%s/models/tok512.bin", shared);
+	o->tokens = -1;
+	o->sp = (struct sampler_params){.temperature = 0.0f, .top_p = 0.9f, .top_k = 0, .seed = 1};
+
+	enum { O_MODEL = 256, O_TOK, O_PROMPT, O_TOKENS, O_TEMP, O_TOPP, O_TOPK, O_SEED, O_IDS };
+	static const struct option lo[] = {
+		{"model", required_argument, NULL, O_MODEL},
+		{"tokenizer", required_argument, NULL, O_TOK},
+		{"prompt", required_argument, NULL, O_PROMPT},
+		{"tokens", required_argument, NULL, O_TOKENS},
+		{"temperature", required_argument, NULL, O_TEMP},
+		{"top-p", required_argument, NULL, O_TOPP},
+		{"top-k", required_argument, NULL, O_TOPK},
+		{"seed", required_argument, NULL, O_SEED},
+		{"ids", no_argument, NULL, O_IDS},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	opterr = 0;
+	int c;
+	long v;
+	while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
+		const char *a = optarg;
+		switch (c) {
+		case 'h': usage(stdout); return 0;
+		case O_MODEL:
+		case O_TOK: {
+			char *dst = c == O_MODEL ? o->model : o->tokenizer;
+			if (strlen(a) >= sizeof o->model)
+				return bad("%s: path too long", argv[optind - 1]);
+			snprintf(dst, sizeof o->model, "%s", a);
+			break;
+		}
+		case O_PROMPT: o->prompt = a; break;
+		case O_TOKENS:
+			if (!parse_long(a, 0, MODEL_MAX_SEQ, &o->tokens))
+				return bad("--tokens %s: expected an integer in 0..%d", a,
+					   MODEL_MAX_SEQ);
+			break;
+		case O_TEMP:
+			if (!parse_float(a, 0.0f, 1e6f, &o->sp.temperature))
+				return bad("--temperature %s: expected a number >= 0", a);
+			break;
+		case O_TOPP:
+			if (!parse_float(a, 0.0f, 1.0f, &o->sp.top_p))
+				return bad("--top-p %s: expected a number in [0, 1]", a);
+			break;
+		case O_TOPK:
+			if (!parse_long(a, 0, MODEL_MAX_VOCAB, &v))
+				return bad("--top-k %s: expected an integer in 0..%d", a,
+					   MODEL_MAX_VOCAB);
+			o->sp.top_k = (int)v;
+			break;
+		case O_SEED:
+			if (!parse_u64(a, &o->sp.seed))
+				return bad("--seed %s: expected an unsigned 64-bit integer", a);
+			break;
+		case O_IDS: o->ids = true; break;
+		case ':': return bad("%s needs a value", argv[optind - 1]);
+		default: return bad("unknown option %s", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return bad("unexpected argument '%s'", argv[optind]);
+	if (!o->prompt)
+		return bad("--prompt is required");
+	if (o->tokens < 0)
+		return bad("--tokens is required");
+	return -1;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Prints a piece the way run.c's safe_printf does: a lone ASCII control byte (other than
+ * whitespace) is dropped so a model cannot drive the terminal. */
+static void print_piece(const char *p, size_t len)
+{
+	if (len == 1) {
+		unsigned char b = (unsigned char)p[0];
+		if ((b < 0x20 && b != '\t' && b != '\n' && b != '\r') || b == 0x7f)
+			return;
+	}
+	fwrite(p, 1, len, stdout);
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = {0};
+	int rc = parse_args(argc, argv, &o);
+	if (rc >= 0)
+		return rc;
+
+	int status = 1;
+	char err[512];
+	struct model *m = NULL;
+	struct tok *t = NULL;
+	struct model_state *st = NULL;
+	struct sampler *smp = NULL;
+	int *ids = NULL, *out = NULL;
+	size_t plen = strlen(o.prompt), np = 0;
+
+	if ((rc = model_load(o.model, &m, err, sizeof err)) != 0) {
+		fprintf(stderr, PROG ": %s\n", err);
+		goto out;
+	}
+	const struct model_config *c = model_config(m);
+	if ((rc = tok_load(o.tokenizer, c->vocab_size, &t, err, sizeof err)) != 0) {
+		fprintf(stderr, PROG ": %s\n", err);
+		goto out;
+	}
+	ids = malloc(tok_encode_max(plen) * sizeof *ids);
+	out = malloc(((size_t)o.tokens + 1) * sizeof *out);
+	if (!ids || !out) {
+		fprintf(stderr, PROG ": out of memory\n");
+		goto out;
+	}
+	if ((rc = tok_encode(t, o.prompt, plen, true, false, ids, tok_encode_max(plen), &np)) !=
+	    0) {
+		fprintf(stderr, PROG ": cannot encode the prompt: %s\n", err_title(rc));
+		goto out;
+	}
+	if (np + (size_t)o.tokens > (size_t)c->seq_len) {
+		fprintf(stderr,
+			PROG ": the prompt (%zu tokens with BOS) plus --tokens %ld exceeds the "
+			     "model's context of %d\n",
+			np, o.tokens, c->seq_len);
+		status = EXIT_USAGE;
+		goto out;
+	}
+	if ((rc = sampler_new(c->vocab_size, &o.sp, &smp)) != 0 ||
+	    (rc = model_state_new(m, (int)(np + (size_t)o.tokens), &st)) != 0) {
+		fprintf(stderr, PROG ": cannot set up generation: %s\n", err_title(rc));
+		goto out;
+	}
+
+	bool live = !o.ids && isatty(STDOUT_FILENO);
+	if (!o.ids) {
+		fwrite(o.prompt, 1, plen, stdout);
+		if (live)
+			fflush(stdout);
+	}
+	/* Feed the prompt, then sample: position pos holds ids[pos] for pos < np. */
+	long made = 0;
+	int token = ids[0], passes = 0;
+	double t0 = now_s();
+	for (int pos = 0; made < o.tokens; pos++) {
+		const float *logits;
+		if ((rc = model_forward(st, token, pos, &logits)) != 0) {
+			fprintf(stderr, PROG ": forward pass failed at position %d: %s\n", pos,
+				err_title(rc));
+			goto out;
+		}
+		passes++;
+		if ((size_t)pos + 1 < np) {
+			token = ids[pos + 1];
+			continue;
+		}
+		int next = sampler_sample(smp, logits);
+		if (next == TOK_BOS)
+			break; /* BOS starts a new text: the model has finished this one */
+		out[made++] = next;
+		if (!o.ids) {
+			const char *p;
+			size_t l;
+			tok_decode(t, token, next, &p, &l);
+			print_piece(p, l);
+			if (live)
+				fflush(stdout);
+		}
+		token = next;
+	}
+	double dt = now_s() - t0;
+	if (o.ids)
+		for (long i = 0; i < made; i++)
+			printf("%s%d", i ? " " : "", out[i]);
+	printf("\n");
+	if (fflush(stdout) != 0) {
+		fprintf(stderr, PROG ": cannot write the output: %s\n", strerror(errno));
+		goto out;
+	}
+	fprintf(stderr,
+		PROG ": prompt %zu tokens, generated %ld tokens in %.4f s: %.1f tok/s "
+		     "(%d forward passes, %.1f passes/s)\n",
+		np, made, dt, dt > 0 ? (double)made / dt : 0.0, passes,
+		dt > 0 ? (double)passes / dt : 0.0);
+	status = 0;
+out:
+	free(ids);
+	free(out);
+	sampler_free(smp);
+	model_state_free(st);
+	tok_free(t);
+	model_free(m);
+	return status;
+}
