@@ -61,7 +61,7 @@ static void teardown_pki(void)
 static void setup(void)
 {
 	for (int i = 0; i < MAXP; i++) {
-		char name[16], crt[400], key[400], ca[400];
+		char name[24], crt[400], key[400], ca[400];
 		snprintf(name, sizeof name, "party%d", i);
 		path_of(crt, sizeof crt, name, "crt");
 		path_of(key, sizeof key, name, "key");
@@ -90,7 +90,7 @@ static void teardown(void)
 static struct mnet_opts opts_for(unsigned i, unsigned timeout_ms)
 {
 	static char crt[MAXP][400], key[MAXP][400], ca[400];
-	char name[16];
+	char name[24];
 	snprintf(name, sizeof name, "party%u", i);
 	path_of(crt[i], sizeof crt[i], name, "crt");
 	path_of(key[i], sizeof key[i], name, "key");
