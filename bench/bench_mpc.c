@@ -13,10 +13,11 @@
 #include "log/log.h"
 #include "mpc/mpc.h"
 
-enum op { OP_MUL, OP_MUL_FX, OP_TRUNC, OP_REVEAL, OP_INPUT, OP_FMAT };
+enum op { OP_MUL, OP_MUL_FX, OP_TRUNC, OP_REVEAL, OP_INPUT, OP_FMAT, OP_LTZ, OP_ARGMAX, OP_EXP };
 static const char *op_name[] = {"multiply (Beaver, Z_2^64)", "fixed-point multiply",
 				"truncation (f = 16)", "reveal (open + MAC check)",
-				"input (one owner)", "fixed-mask matmul"};
+				"input (one owner)", "fixed-mask matmul", "LTZ (x < 0)",
+				"argmax (index + one-hot)", "exp (f = 16)"};
 
 struct job {
 	enum op op;
@@ -46,13 +47,21 @@ static void *party(void *a)
 	ring64_t *v = calloc(n, sizeof *v);
 	struct mpc_stats a0, a1;
 	struct mpc_fmat *fm = NULL;
-	mpc_share *w = NULL;
+	mpc_share *w = NULL, *oh = NULL;
 	if (!x || !y || !z || !v) {
 		j->rc = -1;
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++)
 		v[i] = (ring64_t)((i * 2654435761u) % 200000) << 4; /* |x| < 2^22 */
+	for (size_t i = 0; j->op == OP_LTZ && i < n; i += 2)
+		v[i] = (ring64_t) - (int64_t)v[i]; /* both signs */
+	for (size_t i = 0; j->op == OP_EXP && i < n; i++) /* across the domain [-32, 8] */
+		v[i] = (ring64_t)((int64_t)(i % 40) - 32) << 16 | (ring64_t)(i * 40503u % 65536);
+	if (j->op == OP_ARGMAX && !(oh = calloc(n, sizeof *oh))) {
+		j->rc = -1;
+		goto out;
+	}
 	if (j->op != OP_INPUT) {
 		if ((j->rc = mpc_input(p, 0, j->id == 0 ? v : NULL, x, n)) != 0 ||
 		    (j->rc = mpc_input(p, j->np - 1, j->id == j->np - 1 ? v : NULL, y, n)) != 0 ||
@@ -82,6 +91,18 @@ static void *party(void *a)
 		j->rc = mpc_prefill(p, MPC_PREP_TRUNC, 16, (size_t)j->m * j->cols * j->uses);
 	if (j->rc == 0 && j->op == OP_INPUT)
 		j->rc = mpc_prefill(p, MPC_PREP_INPUT, 0, n);
+	if (j->rc == 0 && j->op == OP_LTZ)
+		j->rc = mpc_prefill(p, MPC_PREP_TRIPLE, 0, 29 * n);
+	if (j->rc == 0 && j->op == OP_ARGMAX) /* 29 + 2 per comparison, 1 per one-hot node */
+		j->rc = mpc_prefill(p, MPC_PREP_TRIPLE, 0, 32 * n);
+	if (j->rc == 0 && j->op == OP_EXP) /* look-up, two LTZ, the product tree */
+		j->rc = mpc_prefill(p, MPC_PREP_TRIPLE, 0, 130 * n);
+	if (j->rc == 0 && j->op == OP_EXP)
+		j->rc = mpc_prefill(p, MPC_PREP_TRUNC, 16, 4 * n);
+	if (j->rc == 0 && (j->op == OP_LTZ || j->op == OP_ARGMAX))
+		j->rc = mpc_prefill(p, MPC_PREP_CMP, 0, n);
+	if (j->rc == 0 && j->op == OP_EXP)
+		j->rc = mpc_prefill(p, MPC_PREP_CMP, 0, 3 * n);
 	if (j->rc == 0)
 		j->rc = mpc_prefill(p, MPC_PREP_RAND, 0, 1);
 	if (j->rc != 0 || (j->rc = mpc_check(p)) != 0)
@@ -112,6 +133,15 @@ static void *party(void *a)
 	case OP_INPUT:
 		j->rc = mpc_input(p, 0, j->id == 0 ? v : NULL, x, n);
 		break;
+	case OP_LTZ:
+		j->rc = mpc_ltz(p, z, x, n);
+		break;
+	case OP_ARGMAX:
+		j->rc = mpc_argmax(p, z, z + 1, oh, x, 1, n);
+		break;
+	case OP_EXP:
+		j->rc = mpc_exp(p, z, x, n);
+		break;
 	case OP_FMAT:
 		for (uint32_t u = 0; j->rc == 0 && u < j->uses; u++) {
 			size_t mc = (size_t)j->m * j->cols;
@@ -130,6 +160,7 @@ static void *party(void *a)
 	j->st.bytes_recv -= a0.bytes_recv;
 	j->st.prep_bytes_in -= a0.prep_bytes_in;
 out:
+	free(oh);
 	mpc_fmat_free(fm);
 	free(w);
 	free(x);
@@ -215,8 +246,9 @@ int main(int argc, char **argv)
 	static const struct {
 		enum op op;
 		size_t n;
-	} ops[] = {{OP_MUL, 100000}, {OP_MUL_FX, 100000}, {OP_TRUNC, 100000},
-		   {OP_REVEAL, 100000}, {OP_INPUT, 100000}};
+	} ops[] = {{OP_MUL, 100000},  {OP_MUL_FX, 100000}, {OP_TRUNC, 100000},
+		   {OP_REVEAL, 100000}, {OP_INPUT, 100000},  {OP_LTZ, 10000},
+		   {OP_ARGMAX, 512},   {OP_EXP, 1000}};
 	printf("# MPC engine, N in-process parties (threads on this machine's cores, no\n"
 	       "# network latency: add rounds x RTT for a real network).\n"
 	       "# online: the operation itself plus the MAC check of what it opened, with\n"

@@ -14,6 +14,7 @@
  *
  * Any failure is final: fail() records which check failed, tells the transport to
  * abort, and every entry point then returns ERR_ABORTED. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,12 +39,21 @@ struct queue {
 	mpc_share *items;
 	ring64_t *clear; /* an input owner's masks in clear */
 	size_t k, avail, pos, cap;
+	uint32_t batch; /* items per dealer request */
 };
 
 struct open_log {
-	ring128_t *s; /* sum of the low halves, as an integer (or the full value) */
+	ring128_t *s; /* sum of the low halves, as an integer */
 	ring128_t *m; /* own MAC share */
 	ring64_t *up; /* upper half of own value share */
+	size_t n, cap;
+};
+
+/* Openings of 128-bit values (the sacrifice), with MACs modulo 2^192. */
+struct wopen_log {
+	ring192_t *s; /* sum of the low 128 bits of the shares, as an integer */
+	ring192_t *m; /* own MAC share */
+	ring64_t *up; /* bits 128..191 of own value share */
 	size_t n, cap;
 };
 
@@ -57,16 +67,18 @@ struct mpc {
 	ring64_t alpha; /* alpha_i */
 	uint8_t seed[MPC_SEED_BYTES];
 
-	struct queue rand, triple_raw, trunc, input[MPC_MAX_PARTIES];
-	/* matrix material is fetched per use, not pooled */
-	struct prg prg_mmask, prg_mmul;
-	uint64_t mmask_batch, mmul_batch;
+	struct queue rand, trunc, cmp, input[MPC_MAX_PARTIES];
+	/* matrix material is fetched per use, not pooled; raw triples are fetched
+	 * per sacrifice (always whole dealer batches) */
+	struct prg prg_mmask, prg_mmul, prg_triple;
+	uint64_t mmask_batch, mmul_batch, triple_batch;
 	uint32_t next_mask_id;
 	/* triples that passed the sacrifice */
 	mpc_share *triples;
 	size_t tri_avail, tri_pos, tri_cap;
 
 	struct open_log log;
+	struct wopen_log wlog;
 	crypto_generichash_state view;
 
 	/* coin tossing: our committed seed for the next toss, and the peers' commitments */
@@ -353,11 +365,11 @@ static int queue_room(struct mpc *p, struct queue *q, size_t more)
 static int queue_refill(struct mpc *p, struct queue *q)
 {
 	struct mpc_prep_req req = {
-		.kind = q->kind, .param = q->param, .n = p->prep_batch, .batch = q->next_batch};
+		.kind = q->kind, .param = q->param, .n = q->batch, .batch = q->next_batch};
 	uint8_t *payload = NULL;
 	size_t len = 0;
 	int rc;
-	if ((rc = queue_room(p, q, p->prep_batch)) != 0)
+	if ((rc = queue_room(p, q, q->batch)) != 0)
 		return rc;
 	if (mpc_prep_needs_payload(p->me, &req)) {
 		rc = p->src.fetch(p->src.ctx, p->me, &req, &payload, &len);
@@ -374,7 +386,7 @@ static int queue_refill(struct mpc *p, struct queue *q)
 	if (rc != 0)
 		return fail(p, rc, "preprocessing");
 	q->next_batch++;
-	q->avail += p->prep_batch;
+	q->avail += q->batch;
 	return 0;
 }
 
@@ -535,49 +547,94 @@ static int log_reserve(struct mpc *p, size_t more)
 	return 0;
 }
 
+static int wlog_reserve(struct mpc *p, size_t more)
+{
+	struct wopen_log *l = &p->wlog;
+	if (l->n + more <= l->cap)
+		return 0;
+	size_t nc = l->cap ? l->cap : 1024;
+	while (nc < l->n + more)
+		nc *= 2;
+	ring192_t *s = realloc(l->s, nc * sizeof *s);
+	if (s)
+		l->s = s;
+	ring192_t *m = realloc(l->m, nc * sizeof *m);
+	if (m)
+		l->m = m;
+	ring64_t *up = realloc(l->up, nc * sizeof *up);
+	if (up)
+		l->up = up;
+	if (!s || !m || !up)
+		return fail(p, ERR_NOMEM, "memory");
+	l->cap = nc;
+	return 0;
+}
+
 static int mac_check(struct mpc *p);
 
-/* Opens n shares in one round: each party sends the low 64 bits of its value shares
- * (or, with full, all 128 bits: only for values whose upper bits are uniformly
- * random, i.e. the sacrifice). Records everything for the MAC check. */
-static int open_shares(struct mpc *p, const mpc_share *a, size_t n, ring64_t *out,
-		       ring128_t *out_full, bool full)
+/* Opens n shares in one round: each party sends the low 64 bits of its value shares,
+ * never the upper half (SPDZ2k: the upper bits of the share sum depend on earlier
+ * products). Records everything for the MAC check. */
+static int open_shares(struct mpc *p, const mpc_share *a, size_t n, ring64_t *out)
 {
-	size_t w = full ? 16 : 8;
 	int rc;
 	if ((rc = log_reserve(p, n)) != 0)
 		return rc;
-	uint8_t *msg = sbuf(p, n * w);
+	uint8_t *msg = sbuf(p, n * 8);
 	if (!msg)
 		return fail(p, ERR_NOMEM, "memory");
-	for (size_t i = 0; i < n; i++) {
-		if (full)
-			ring128_store(msg + 16 * i, a[i].v);
-		else
-			ring64_store(msg + 8 * i, ring128_lo(a[i].v));
-	}
-	if ((rc = xchg_all(p, msg, n * w)) != 0)
+	for (size_t i = 0; i < n; i++)
+		ring64_store(msg + 8 * i, ring128_lo(a[i].v));
+	if ((rc = xchg_all(p, msg, n * 8)) != 0)
 		return rc;
-	crypto_generichash_update(&p->view, p->rbuf, n * w * p->n);
+	crypto_generichash_update(&p->view, p->rbuf, n * 8 * p->n);
 	struct open_log *l = &p->log;
 	for (size_t i = 0; i < n; i++) {
 		ring128_t s = 0;
-		for (unsigned j = 0; j < p->n; j++) {
-			const uint8_t *b = p->rbuf + ((size_t)j * n + i) * w;
-			s += full ? ring128_load(b) : ring128_from64(ring64_load(b));
-		}
+		for (unsigned j = 0; j < p->n; j++)
+			s += ring128_from64(ring64_load(p->rbuf + ((size_t)j * n + i) * 8));
 		l->s[l->n] = s;
 		l->m[l->n] = a[i].m;
-		l->up[l->n] = full ? 0 : ring128_hi(a[i].v);
+		l->up[l->n] = ring128_hi(a[i].v);
 		l->n++;
 		if (out)
 			out[i] = ring128_lo(s);
-		if (out_full)
-			out_full[i] = s;
 	}
 	p->st.opened += n;
-	if (l->n >= p->check_every)
+	if (l->n + p->wlog.n >= p->check_every)
 		return mac_check(p);
+	return 0;
+}
+
+/* The same one level up, for the sacrifice: values modulo 2^128 (each party sends
+ * the low 128 bits of its 192-bit share), MACs modulo 2^192, so that an error in any
+ * of the 128 opened bits is caught by the MAC check as surely as an error in a 64-bit
+ * opening is. */
+static int open_wide(struct mpc *p, const mpc_wshare *a, size_t n, ring128_t *out)
+{
+	int rc;
+	if ((rc = wlog_reserve(p, n)) != 0)
+		return rc;
+	uint8_t *msg = sbuf(p, n * 16);
+	if (!msg)
+		return fail(p, ERR_NOMEM, "memory");
+	for (size_t i = 0; i < n; i++)
+		ring128_store(msg + 16 * i, ring192_lo(a[i].v));
+	if ((rc = xchg_all(p, msg, n * 16)) != 0)
+		return rc;
+	crypto_generichash_update(&p->view, p->rbuf, n * 16 * p->n);
+	struct wopen_log *l = &p->wlog;
+	for (size_t i = 0; i < n; i++) {
+		ring192_t s = ring192_from128(0);
+		for (unsigned j = 0; j < p->n; j++)
+			s = ring192_add(s, ring192_from128(ring128_load(p->rbuf + ((size_t)j * n + i) * 16)));
+		l->s[l->n] = s;
+		l->m[l->n] = a[i].m;
+		l->up[l->n] = ring192_hi(a[i].v);
+		l->n++;
+		out[i] = ring192_lo(s);
+	}
+	p->st.opened += n;
 	return 0;
 }
 
@@ -586,55 +643,79 @@ static int open_shares(struct mpc *p, const mpc_share *a, size_t n, ring64_t *ou
  *   y      = sum chi_j s_j                 (public)
  *   p_i    = sum chi_j up_ij + r_i mod 2^64 (broadcast; p = sum p_i)
  *   z_i    = sum chi_j m_ij - alpha_i y - 2^64 alpha_i p + 2^64 m(r)_i
- * commit z_i (with the hash of the broadcast view), open, and require sum z_i = 0. */
+ * commit z_i (with the hash of the broadcast view), open, and require sum z_i = 0.
+ * The 128-bit openings of the sacrifice, if any, are checked in the same rounds one
+ * level up (modulo 2^192, the mask at 2^128, a second [r]): w_i next to z_i. */
 static int mac_check(struct mpc *p)
 {
 	struct open_log *l = &p->log;
+	struct wopen_log *wl = &p->wlog;
 	EVP_RAND_CTX *dr = NULL;
 	uint8_t *chi = NULL;
-	mpc_share r;
+	mpc_share r[2];
 	int rc;
-	if (l->n == 0)
+	if (l->n == 0 && wl->n == 0)
 		return 0;
-	if ((rc = queue_take(p, &p->rand, 0, 1, &r, NULL)) != 0)
+	/* every party has the same log sizes (they run the same program) */
+	const bool wide = wl->n != 0;
+	const size_t nr = wide ? 2 : 1, pl = 8 * nr, zl = wide ? 16 + 24 : 16;
+	if ((rc = queue_take(p, &p->rand, 0, nr, r, NULL)) != 0)
 		return rc;
-	p->st.randoms++;
+	p->st.randoms += nr;
 	if ((rc = toss(p, &dr)) != 0)
 		goto out;
-	chi = malloc(l->n * 8);
+	chi = malloc((l->n + wl->n) * 8);
 	if (!chi) {
 		rc = fail(p, ERR_NOMEM, "memory");
 		goto out;
 	}
-	if ((rc = drbg_bytes(dr, chi, l->n * 8)) != 0) {
+	if ((rc = drbg_bytes(dr, chi, (l->n + wl->n) * 8)) != 0) {
 		rc = fail(p, rc, "joint-randomness");
 		goto out;
 	}
 	ring128_t y = 0, mi = 0;
-	ring64_t pi = ring128_lo(r.v);
+	ring64_t pi = ring128_lo(r[0].v);
 	for (size_t j = 0; j < l->n; j++) {
 		ring64_t c = ring64_load(chi + 8 * j);
 		y += l->s[j] * c;
 		mi += l->m[j] * c;
 		pi += l->up[j] * c;
 	}
-	uint8_t pm[8];
+	ring192_t wy = ring192_from128(0), wmi = ring192_from128(0);
+	ring64_t wpi = ring128_lo(r[nr - 1].v);
+	for (size_t j = 0; j < wl->n; j++) {
+		ring64_t c = ring64_load(chi + 8 * (l->n + j));
+		ring192_t cw = ring192_from128(c);
+		wy = ring192_add(wy, ring192_mul(wl->s[j], cw));
+		wmi = ring192_add(wmi, ring192_mul(wl->m[j], cw));
+		wpi += wl->up[j] * c;
+	}
+	uint8_t pm[16];
 	ring64_store(pm, pi);
-	if ((rc = xchg_all(p, pm, 8)) != 0)
+	ring64_store(pm + 8, wpi);
+	if ((rc = xchg_all(p, pm, pl)) != 0)
 		goto out;
-	crypto_generichash_update(&p->view, p->rbuf, 8 * p->n);
-	ring64_t pbar = 0;
-	for (unsigned j = 0; j < p->n; j++)
-		pbar += ring64_load(p->rbuf + 8 * j);
+	crypto_generichash_update(&p->view, p->rbuf, pl * p->n);
+	ring64_t pbar = 0, wpbar = 0;
+	for (unsigned j = 0; j < p->n; j++) {
+		pbar += ring64_load(p->rbuf + pl * j);
+		if (wide)
+			wpbar += ring64_load(p->rbuf + pl * j + 8);
+	}
 	ring128_t a = p->alpha;
-	ring128_t z = mi - a * y - ((a * pbar) << 64) + (r.m << 64);
+	ring128_t z = mi - a * y - ((a * pbar) << 64) + (r[0].m << 64);
+	ring192_t wa = ring192_from128(a);
+	ring192_t wz = ring192_sub(wmi, ring192_mul(wa, wy));
+	wz = ring192_sub(wz, ring192_shl128(p->alpha * wpbar));
+	wz = ring192_add(wz, ring192_shl128(ring128_lo(r[nr - 1].m)));
 
-	/* commit to z_i, together with the hash of our broadcast view */
-	uint8_t zb[16], nonce[NONCE_BYTES], msg[COMMIT_BYTES + HASH_BYTES];
+	/* commit to z_i (and w_i), together with the hash of our broadcast view */
+	uint8_t zb[40], nonce[NONCE_BYTES], msg[COMMIT_BYTES + HASH_BYTES];
 	uint8_t coms[MPC_MAX_PARTIES][COMMIT_BYTES];
 	ring128_store(zb, z);
+	ring192_store(zb + 16, wz);
 	randombytes_buf(nonce, sizeof nonce);
-	commit(msg, TAG_Z, p->me, nonce, zb, sizeof zb);
+	commit(msg, TAG_Z, p->me, nonce, zb, zl);
 	crypto_generichash_final(&p->view, msg + COMMIT_BYTES, HASH_BYTES);
 	crypto_generichash_init(&p->view, NULL, 0, HASH_BYTES);
 	if ((rc = xchg_all(p, msg, sizeof msg)) != 0)
@@ -647,31 +728,36 @@ static int mac_check(struct mpc *p)
 		}
 		memcpy(coms[j], m, COMMIT_BYTES);
 	}
-	uint8_t open[16 + NONCE_BYTES];
-	memcpy(open, zb, 16);
-	memcpy(open + 16, nonce, NONCE_BYTES);
-	if ((rc = xchg_all(p, open, sizeof open)) != 0)
+	uint8_t open[40 + NONCE_BYTES];
+	const size_t ol = zl + NONCE_BYTES;
+	memcpy(open, zb, zl);
+	memcpy(open + zl, nonce, NONCE_BYTES);
+	if ((rc = xchg_all(p, open, ol)) != 0)
 		goto out;
 	ring128_t sum = 0;
+	ring192_t wsum = ring192_from128(0);
 	for (unsigned j = 0; j < p->n; j++) {
-		const uint8_t *m = p->rbuf + (size_t)j * sizeof open;
-		if (!commit_ok(coms[j], TAG_Z, j, m + 16, m, 16)) {
+		const uint8_t *m = p->rbuf + (size_t)j * ol;
+		if (!commit_ok(coms[j], TAG_Z, j, m + zl, m, zl)) {
 			rc = fail(p, ERR_PROTOCOL, "commitment");
 			goto out;
 		}
 		sum += ring128_load(m);
+		if (wide)
+			wsum = ring192_add(wsum, ring192_load(m + 16));
 	}
-	/* sum is public; a data-dependent branch on it leaks nothing */
-	if (sum != 0) {
+	/* the sums are public; a data-dependent branch on them leaks nothing */
+	if (sum != 0 || !ring192_eq(wsum, ring192_from128(0))) {
 		rc = fail(p, ERR_MAC_CHECK, "mac-check");
 		goto out;
 	}
 	p->st.checks++;
 	l->n = 0;
+	wl->n = 0;
 out:
 	EVP_RAND_CTX_free(dr);
 	free(chi);
-	sodium_memzero(&r, sizeof r);
+	sodium_memzero(r, sizeof r);
 	return rc;
 }
 
@@ -686,7 +772,7 @@ int mpc_open(struct mpc *p, ring64_t *out, const mpc_share *a, size_t n)
 {
 	if (p->failed)
 		return ERR_ABORTED;
-	return open_shares(p, a, n, out, NULL, false);
+	return open_shares(p, a, n, out);
 }
 
 int mpc_reveal(struct mpc *p, ring64_t *out, const mpc_share *a, size_t n)
@@ -696,7 +782,7 @@ int mpc_reveal(struct mpc *p, ring64_t *out, const mpc_share *a, size_t n)
 	ring64_t *tmp = malloc((n ? n : 1) * sizeof *tmp);
 	if (!tmp)
 		return ERR_NOMEM;
-	int rc = open_shares(p, a, n, tmp, NULL, false);
+	int rc = open_shares(p, a, n, tmp);
 	if (rc == 0)
 		rc = mac_check(p);
 	if (rc == 0)
@@ -745,15 +831,55 @@ out:
 
 /* ---------------------------------------------------------------- triples */
 
-/* Tops up the checked-triple pool by cnt triples: takes 2 cnt from the dealer and
- * sacrifices the second half to check the first, all in one toss and two rounds (the
- * two-triple check of SPDZ, done modulo 2^128 so that a fault in any bit of c below
- * 2^64 is caught with probability 1 - 2^-64):
- *   rho = t a - a',  sigma = b - b'   (opened in full: uniform, as a', b' are)
- *   tau = t c - c' - rho b - sigma a' must be 0 in Z_2^128. */
+/* take raw (wide) triples from the dealer, in whole batches of prep_batch. */
+static int triples_fetch(struct mpc *p, size_t take, mpc_wshare *raw)
+{
+	for (size_t got = 0; got < take; got += p->prep_batch) {
+		struct mpc_prep_req req = {
+		    .kind = MPC_PREP_TRIPLE, .n = p->prep_batch, .batch = p->triple_batch};
+		uint8_t *payload = NULL;
+		size_t len = 0;
+		int rc;
+		if (mpc_prep_needs_payload(p->me, &req)) {
+			if ((rc = p->src.fetch(p->src.ctx, p->me, &req, &payload, &len)) != 0)
+				return fail(p, rc, "preprocessing");
+			p->st.prep_bytes_in += len;
+		}
+		rc = prep_expand_wide(&p->prg_triple, p->me, &req, payload, len, raw + 3 * got);
+		if (payload) {
+			sodium_memzero(payload, len);
+			free(payload);
+		}
+		if (rc != 0)
+			return fail(p, rc, "preprocessing");
+		p->triple_batch++;
+	}
+	return 0;
+}
+
+static inline mpc_wshare wlin(ring64_t t, const mpc_wshare *x, const mpc_wshare *y)
+{
+	/* t x - y */
+	ring192_t tw = ring192_from128(t);
+	return (mpc_wshare){ring192_sub(ring192_mul(tw, x->v), y->v),
+			    ring192_sub(ring192_mul(tw, x->m), y->m)};
+}
+
+/* Tops up the checked-triple pool by cnt triples (a multiple of the dealer batch):
+ * takes 2 cnt from the dealer and sacrifices the second half to check the first, in
+ * one toss and two rounds. This is SPDZ's two-triple check (Damgard, Pastro, Smart,
+ * Zakarias, CRYPTO 2012) done as SPDZ2k does it: the triples live in Z_2^192 with
+ * c = ab there, the check is of 128-bit values with MACs modulo 2^192 (k + s = 128
+ * checked bits, s = 64 bits of MAC above them), with t a 64-bit coefficient:
+ *   rho = t a - a',  sigma = b - b'   (opened mod 2^128: uniform, as a', b' are)
+ *   tau = t c - c' - rho b - sigma a' must be 0 mod 2^128.
+ * For c = ab + e with e != 0 mod 2^64 (an error that matters), tau = t e - e' mod
+ * 2^128, and t e mod 2^128 takes a different value for every t in [0, 2^64), so at
+ * most one t passes. An error a party adds to any of the 128 opened bits, to cancel
+ * tau, is caught by the MAC check of the wide openings. */
 static int triples_refill(struct mpc *p, size_t cnt)
 {
-	mpc_share *raw = NULL, *open = NULL;
+	mpc_wshare *raw = NULL, *open = NULL;
 	ring128_t *pub = NULL;
 	uint8_t *tb = NULL;
 	EVP_RAND_CTX *dr = NULL;
@@ -781,7 +907,7 @@ static int triples_refill(struct mpc *p, size_t cnt)
 		rc = fail(p, ERR_NOMEM, "memory");
 		goto out;
 	}
-	if ((rc = queue_take(p, &p->triple_raw, 0, take, raw, NULL)) != 0)
+	if ((rc = triples_fetch(p, take, raw)) != 0)
 		goto out;
 	if (p->sacrifice) {
 		open = malloc(2 * cnt * sizeof *open);
@@ -798,22 +924,21 @@ static int triples_refill(struct mpc *p, size_t cnt)
 			goto out;
 		}
 		for (size_t i = 0; i < cnt; i++) {
-			const mpc_share *t = raw + 3 * i, *s = raw + 3 * (cnt + i);
-			ring128_t c = ring64_load(tb + 8 * i);
-			open[2 * i].v = c * t[0].v - s[0].v;
-			open[2 * i].m = c * t[0].m - s[0].m;
-			open[2 * i + 1].v = t[1].v - s[1].v;
-			open[2 * i + 1].m = t[1].m - s[1].m;
+			const mpc_wshare *t = raw + 3 * i, *s = raw + 3 * (cnt + i);
+			open[2 * i] = wlin(ring64_load(tb + 8 * i), &t[0], &s[0]);
+			open[2 * i + 1] = wlin(1, &t[1], &s[1]);
 		}
-		if ((rc = open_shares(p, open, 2 * cnt, NULL, pub, true)) != 0)
+		if ((rc = open_wide(p, open, 2 * cnt, pub)) != 0)
 			goto out;
 		for (size_t i = 0; i < cnt; i++) {
-			const mpc_share *t = raw + 3 * i, *s = raw + 3 * (cnt + i);
-			ring128_t c = ring64_load(tb + 8 * i), rho = pub[2 * i], sig = pub[2 * i + 1];
-			open[i].v = c * t[2].v - s[2].v - rho * t[1].v - sig * s[0].v;
-			open[i].m = c * t[2].m - s[2].m - rho * t[1].m - sig * s[0].m;
+			const mpc_wshare *t = raw + 3 * i, *s = raw + 3 * (cnt + i);
+			ring192_t rho = ring192_from128(pub[2 * i]), sig = ring192_from128(pub[2 * i + 1]);
+			mpc_wshare z = wlin(ring64_load(tb + 8 * i), &t[2], &s[2]);
+			z.v = ring192_sub(z.v, ring192_add(ring192_mul(rho, t[1].v), ring192_mul(sig, s[0].v)));
+			z.m = ring192_sub(z.m, ring192_add(ring192_mul(rho, t[1].m), ring192_mul(sig, s[0].m)));
+			open[i] = z;
 		}
-		if ((rc = open_shares(p, open, cnt, NULL, pub, true)) != 0)
+		if ((rc = open_wide(p, open, cnt, pub)) != 0)
 			goto out;
 		ring128_t acc = 0;
 		for (size_t i = 0; i < cnt; i++)
@@ -824,7 +949,10 @@ static int triples_refill(struct mpc *p, size_t cnt)
 		}
 		p->st.triples_sacrificed += cnt;
 	}
-	memcpy(p->triples + 3 * keep, raw, 3 * cnt * sizeof *raw);
+	/* what is checked mod 2^128 with MACs mod 2^192 is a valid share with a MAC mod
+	 * 2^128 after reduction: the online phase only needs c = ab mod 2^64 */
+	for (size_t i = 0; i < 3 * cnt; i++)
+		p->triples[3 * keep + i] = (mpc_share){ring192_lo(raw[i].v), ring192_lo(raw[i].m)};
 	p->tri_avail = keep + cnt;
 out:
 	EVP_RAND_CTX_free(dr);
@@ -876,6 +1004,8 @@ int mpc_prefill(struct mpc *p, enum mpc_prep_kind kind, uint32_t param, size_t n
 		return queue_fill(p, &p->trunc, param, n);
 	case MPC_PREP_RAND:
 		return queue_fill(p, &p->rand, 0, n);
+	case MPC_PREP_CMP:
+		return queue_fill(p, &p->cmp, 0, n);
 	case MPC_PREP_INPUT:
 		if (param >= p->n)
 			return ERR_INVALID;
@@ -889,18 +1019,42 @@ int mpc_prefill(struct mpc *p, enum mpc_prep_kind kind, uint32_t param, size_t n
 
 /* ---------------------------------------------------------------- batches */
 
-enum op_kind { OP_MUL = 1, OP_TRUNC, OP_FMUL };
+/* A batch is a set of operations that run side by side: in every round each
+ * unfinished operation contributes the values it needs opened for its current step,
+ * one exchange opens them all, and each operation consumes its part and either
+ * finishes or queues the openings of its next step. A one-round operation (product,
+ * truncation, matrix product) has one step; a comparison has five or six; however
+ * many there are, independent operations share every round. */
+enum op_kind { OP_MUL = 1, OP_TRUNC, OP_FMUL, OP_LTZ, OP_DIGIT };
 
 struct op {
 	enum op_kind kind;
 	mpc_share *out;
-	size_t n, first; /* first opened value of this op in the batch */
+	size_t n;
+	size_t first, cnt;           /* this round's openings of this op */
+	size_t next_first, next_cnt; /* the next round's, while they are queued */
 	unsigned m;
 	const struct mpc_fmat *fm;
 	mpc_share *mat; /* MUL: triples (3n); TRUNC: r_63 and r_mid (2n);
-			   FMUL: per row a (rows) and a B (cols) */
+			   FMUL: per row a (rows) and a B (cols); LTZ: triples */
 	size_t nmat;
-	ring64_t *tmp; /* FMUL: one row of D E */
+	ring64_t *tmp;  /* FMUL: one row of D E */
+	mpc_share *add; /* MUL: added to the product (n), or NULL */
+	/* LTZ */
+	mpc_share *cm;   /* comparison material, MPC_CMP_SHARES per element */
+	mpc_share *st;   /* per element: the linear part, then G[16] and E[16] */
+	mpc_share *sel;  /* select operands: per element and lane, x - y and y */
+	mpc_share *bits; /* where the comparison bits go as well (or NULL) */
+	unsigned selw;   /* lanes selected by each bit (0: the bit is the output) */
+	unsigned nodes;  /* carry-tree nodes left per element */
+	size_t tpos;     /* next unused triple */
+	size_t tfirst;   /* the first triple of this round's products */
+	size_t nst;      /* shares in st */
+	/* DIGIT */
+	ring64_t *tab;   /* 16 entries per table */
+	unsigned *tch;   /* the chunk of each table */
+	unsigned J, ntab; /* chunks covered by the borrows; tables */
+	unsigned dist;   /* the prefix distance of the level in flight (0: none yet) */
 };
 
 struct mpc_fmat {
@@ -928,19 +1082,34 @@ int mpc_batch_new(struct mpc *p, struct mpc_batch **out)
 	return 0;
 }
 
+static void wipe_free(void *ptr, size_t len)
+{
+	if (ptr) {
+		sodium_memzero(ptr, len);
+		free(ptr);
+	}
+}
+
+static void op_free(struct op *o)
+{
+	wipe_free(o->mat, o->nmat * sizeof *o->mat);
+	free(o->tmp);
+	wipe_free(o->add, o->n * sizeof *o->add);
+	wipe_free(o->cm, o->n * MPC_CMP_SHARES * sizeof *o->cm);
+	wipe_free(o->st, o->nst * sizeof *o->st);
+	free(o->tab);
+	free(o->tch);
+	wipe_free(o->sel, 2 * o->n * o->selw * sizeof *o->sel);
+	memset(o, 0, sizeof *o);
+}
+
 static void batch_clear(struct mpc_batch *b)
 {
-	for (size_t i = 0; i < b->nops; i++) {
-		struct op *o = &b->ops[i];
-		if (o->mat) {
-			sodium_memzero(o->mat, o->nmat * sizeof *o->mat);
-			free(o->mat);
-		}
-		free(o->tmp);
-	}
+	for (size_t i = 0; i < b->nops; i++)
+		op_free(&b->ops[i]);
 	b->nops = 0;
-	if (b->opens)
-		sodium_memzero(b->opens, b->nopen * sizeof *b->opens);
+	if (b->opens) /* every round reused the buffer: wipe all of it */
+		sodium_memzero(b->opens, b->capopen * sizeof *b->opens);
 	b->nopen = 0;
 }
 
@@ -954,6 +1123,26 @@ void mpc_batch_free(struct mpc_batch *b)
 	free(b);
 }
 
+static int opens_reserve(struct mpc_batch *b, size_t nopen)
+{
+	if (b->nopen + nopen > b->capopen) {
+		size_t nc = b->capopen ? b->capopen : 1024;
+		while (nc < b->nopen + nopen)
+			nc *= 2;
+		mpc_share *no = malloc(nc * sizeof *no);
+		if (!no)
+			return ERR_NOMEM;
+		if (b->opens) {
+			memcpy(no, b->opens, b->nopen * sizeof *no);
+			sodium_memzero(b->opens, b->capopen * sizeof *no);
+			free(b->opens);
+		}
+		b->opens = no;
+		b->capopen = nc;
+	}
+	return 0;
+}
+
 static struct op *batch_push(struct mpc_batch *b, size_t nopen)
 {
 	if (b->nops == b->capops) {
@@ -964,30 +1153,18 @@ static struct op *batch_push(struct mpc_batch *b, size_t nopen)
 		b->ops = no;
 		b->capops = nc;
 	}
-	if (b->nopen + nopen > b->capopen) {
-		size_t nc = b->capopen ? b->capopen : 1024;
-		while (nc < b->nopen + nopen)
-			nc *= 2;
-		mpc_share *no = malloc(nc * sizeof *no);
-		if (!no)
-			return NULL;
-		if (b->opens) {
-			memcpy(no, b->opens, b->nopen * sizeof *no);
-			sodium_memzero(b->opens, b->capopen * sizeof *no);
-			free(b->opens);
-		}
-		b->opens = no;
-		b->capopen = nc;
-	}
+	if (opens_reserve(b, nopen) != 0)
+		return NULL;
 	struct op *o = &b->ops[b->nops];
 	memset(o, 0, sizeof *o);
 	o->first = b->nopen;
+	o->cnt = nopen;
 	return o;
 }
 
-/* Beaver: open d = x - a and e = y - b; z = c + e a + d b + d e. */
-int mpc_batch_mul(struct mpc_batch *b, mpc_share *out, const mpc_share *x, const mpc_share *y,
-		  size_t n)
+/* Beaver: open d = x - a and e = y - b; z = c + e a + d b + d e (+ add). */
+static int batch_mul_add(struct mpc_batch *b, mpc_share *out, const mpc_share *x,
+			 const mpc_share *y, const mpc_share *add, size_t n)
 {
 	struct mpc *p = b->p;
 	if (p->failed)
@@ -1000,11 +1177,11 @@ int mpc_batch_mul(struct mpc_batch *b, mpc_share *out, const mpc_share *x, const
 	o->n = n;
 	o->nmat = 3 * n;
 	o->mat = malloc((n ? 3 * n : 1) * sizeof *o->mat);
-	if (!o->mat)
-		return ERR_NOMEM;
-	int rc = triples_take(p, n, o->mat);
+	if (add && (o->add = malloc((n ? n : 1) * sizeof *o->add)))
+		memcpy(o->add, add, n * sizeof *add);
+	int rc = !o->mat || (add && !o->add) ? ERR_NOMEM : triples_take(p, n, o->mat);
 	if (rc != 0) {
-		free(o->mat);
+		op_free(o);
 		return rc;
 	}
 	p->st.triples += n;
@@ -1019,6 +1196,24 @@ int mpc_batch_mul(struct mpc_batch *b, mpc_share *out, const mpc_share *x, const
 	b->nopen += 2 * n;
 	b->nops++;
 	return 0;
+}
+
+int mpc_batch_mul(struct mpc_batch *b, mpc_share *out, const mpc_share *x, const mpc_share *y,
+		  size_t n)
+{
+	return batch_mul_add(b, out, x, y, NULL, n);
+}
+
+int mpc_batch_select(struct mpc_batch *b, mpc_share *out, const mpc_share *bit,
+		     const mpc_share *x, const mpc_share *y, size_t n)
+{
+	mpc_share *d = malloc((n ? n : 1) * sizeof *d);
+	if (!d)
+		return ERR_NOMEM;
+	mpc_sub(b->p, d, x, y, n);
+	int rc = batch_mul_add(b, out, bit, d, y, n);
+	wipe_free(d, n * sizeof *d);
+	return rc;
 }
 
 /* Truncation (Escudero, Ghosh, Keller, Rachuri, Scholl, CRYPTO 2020, probabilistic
@@ -1072,15 +1267,22 @@ int mpc_batch_trunc(struct mpc_batch *b, mpc_share *out, const mpc_share *x, siz
 	return 0;
 }
 
+/* z = x y from the triple t and the opened d = x - a, e = y - b. */
+static inline void beaver(const struct mpc *p, mpc_share *z, const mpc_share *t, ring64_t d,
+			  ring64_t e)
+{
+	mpc_share w;
+	w.v = t[2].v + t[0].v * e + t[1].v * d;
+	w.m = t[2].m + t[0].m * e + t[1].m * d;
+	add_pub1(p, z, &w, (ring128_t)(ring64_t)(d * e));
+}
+
 static void finish_mul(struct mpc *p, struct op *o, const ring64_t *pub)
 {
 	for (size_t i = 0; i < o->n; i++) {
-		const mpc_share *t = o->mat + 3 * i;
-		ring64_t d = pub[2 * i], e = pub[2 * i + 1];
-		mpc_share z;
-		z.v = t[2].v + t[0].v * e + t[1].v * d;
-		z.m = t[2].m + t[0].m * e + t[1].m * d;
-		add_pub1(p, &o->out[i], &z, (ring128_t)(ring64_t)(d * e));
+		beaver(p, &o->out[i], o->mat + 3 * i, pub[2 * i], pub[2 * i + 1]);
+		if (o->add)
+			mpc_add(p, &o->out[i], &o->out[i], &o->add[i], 1);
 	}
 }
 
@@ -1100,6 +1302,425 @@ static void finish_trunc(struct mpc *p, struct op *o, const ring64_t *pub)
 		y.m = rb->m * coef - rm->m;
 		add_pub1(p, &o->out[i], &y, k);
 	}
+}
+
+/* ---------------------------------------------------------------- comparison */
+
+/* LTZ (docs/PROTOCOL.md, "Comparison"). For |x| < 2^62, y = x + 2^62 lies in
+ * [0, 2^63) and x < 0 exactly when bit 62 of y is 0. Open c = y + r for the dealer's
+ * mask r (uniform in Z_2^64). As in the truncation, the wrap of y + r is
+ * r_63 (1 - c_63), so
+ *   bit62(y) = (c >> 62) - 2 r_63 - r_62 + 4 r_63 (1 - c_63) - [c mod 2^62 < r mod 2^62],
+ * all linear in the dealer's shares except the borrow, a comparison of the public
+ * c mod 2^62 with the secret r mod 2^62. For each 4-bit chunk j the dealer gives the
+ * one-hot vector of r's chunk, so with c's chunk c_j public, G_j = [r_j > c_j] and
+ * E_j = [r_j = c_j] are sums of one-hot entries (no communication). The borrow is the
+ * carry of the chunk pairs, combined from the top down by (G, E) o (G', E') =
+ * (G + E G', E E') over a 16-leaf tree: 4 rounds of Beaver products (29 products).
+ * Then LTZ = 1 - bit62(y). With selw lanes, one more round selects
+ * out = bit ? x : y per lane. */
+#define LTZ_ST (1 + 2 * MPC_CMP_CHUNKS)
+#define LTZ_TRIPLES (2 * (MPC_CMP_CHUNKS - 1) - 1)
+
+static int batch_ltz(struct mpc_batch *b, mpc_share *out, mpc_share *bits, const mpc_share *x,
+		     size_t n, unsigned selw, const mpc_share *sx, const mpc_share *sy)
+{
+	struct mpc *p = b->p;
+	if (p->failed)
+		return ERR_ABORTED;
+	struct op *o = batch_push(b, n);
+	if (!o)
+		return ERR_NOMEM;
+	o->kind = OP_LTZ;
+	o->out = out;
+	o->bits = bits;
+	o->n = n;
+	o->selw = selw;
+	o->nodes = MPC_CMP_CHUNKS;
+	size_t nt = n * (LTZ_TRIPLES + selw), nn = n ? n : 1;
+	o->nmat = 3 * nt;
+	o->mat = malloc((nt ? 3 * nt : 1) * sizeof *o->mat);
+	o->cm = malloc(nn * MPC_CMP_SHARES * sizeof *o->cm);
+	o->st = malloc(nn * LTZ_ST * sizeof *o->st);
+	o->nst = nn * LTZ_ST;
+	if (selw)
+		o->sel = malloc(2 * nn * selw * sizeof *o->sel);
+	int rc = 0;
+	if (!o->mat || !o->cm || !o->st || (selw && !o->sel))
+		rc = ERR_NOMEM;
+	if (rc == 0)
+		rc = queue_take(p, &p->cmp, 0, n, o->cm, NULL);
+	if (rc == 0)
+		rc = triples_take(p, nt, o->mat);
+	if (rc != 0) {
+		op_free(o);
+		return rc;
+	}
+	p->st.triples += nt;
+	p->st.cmps += n;
+	for (size_t i = 0; i < n * selw; i++) {
+		mpc_sub(p, &o->sel[2 * i], &sx[i], &sy[i], 1);
+		o->sel[2 * i + 1] = sy[i];
+	}
+	mpc_share *c = b->opens + b->nopen;
+	for (size_t i = 0; i < n; i++) {
+		mpc_share t;
+		mpc_add(p, &t, &x[i], &o->cm[i * MPC_CMP_SHARES], 1);
+		add_pub1(p, &c[i], &t, (ring128_t)1 << 62);
+	}
+	b->nopen += n;
+	b->nops++;
+	return 0;
+}
+
+/* Queues the Beaver openings x - a, y - b of one product. */
+static void push_product(struct op *o, mpc_share *d, const mpc_share *x, const mpc_share *y)
+{
+	const mpc_share *t = o->mat + 3 * o->tpos++;
+	mpc_sub(NULL, &d[0], x, &t[0], 1);
+	mpc_sub(NULL, &d[1], y, &t[1], 1);
+}
+
+/* Queues the next carry-tree level (or the selection once the tree is done). */
+static int ltz_push(struct mpc_batch *b, struct op *o)
+{
+	unsigned m = o->nodes;
+	size_t per = m > 2 ? 2 * (m / 2) : 1; /* products per element */
+	if (m == 1)
+		per = o->selw;
+	if (per == 0)
+		return 0;
+	if (opens_reserve(b, 2 * per * o->n) != 0)
+		return fail(b->p, ERR_NOMEM, "memory");
+	o->tfirst = o->tpos;
+	o->next_first = b->nopen;
+	o->next_cnt = 2 * per * o->n;
+	mpc_share *d = b->opens + b->nopen;
+	for (size_t i = 0; i < o->n; i++) {
+		const mpc_share *G = o->st + i * LTZ_ST + 1, *E = G + MPC_CMP_CHUNKS;
+		if (m == 1) { /* select: bit (x - y) + y */
+			for (unsigned k = 0; k < o->selw; k++, d += 2)
+				push_product(o, d, &G[0], &o->sel[2 * (i * o->selw + k)]);
+			continue;
+		}
+		for (unsigned t = 0; t < m / 2; t++) {
+			push_product(o, d, &E[2 * t + 1], &G[2 * t]);
+			d += 2;
+			if (m > 2) {
+				push_product(o, d, &E[2 * t + 1], &E[2 * t]);
+				d += 2;
+			}
+		}
+	}
+	b->nopen += o->next_cnt;
+	return 0;
+}
+
+static int finish_ltz(struct mpc_batch *b, struct op *o, const ring64_t *pub)
+{
+	struct mpc *p = b->p;
+	unsigned m = o->nodes;
+	if (o->cm) {
+		/* step 0: c is open; the linear part and the leaves */
+		for (size_t i = 0; i < o->n; i++) {
+			ring64_t c = pub[i];
+			const mpc_share *cm = o->cm + i * MPC_CMP_SHARES;
+			mpc_share *st = o->st + i * LTZ_ST, *G = st + 1, *E = G + MPC_CMP_CHUNKS;
+			/* c is public: branching on it is fine */
+			ring64_t coef = (c >> 63) ? (ring64_t)-2 : 2; /* -2 + 4 (1 - c_63) */
+			mpc_share t;
+			mpc_scale(p, &t, &cm[1], coef, 1);
+			mpc_sub(p, &t, &t, &cm[2], 1);
+			add_pub1(p, &st[0], &t, c >> 62);
+			for (unsigned j = 0; j < MPC_CMP_CHUNKS; j++) {
+				unsigned cj = (unsigned)(c >> (4 * j)) & (j == MPC_CMP_CHUNKS - 1 ? 3 : 15);
+				const mpc_share *e = cm + 3 + 16 * j;
+				E[j] = e[cj];
+				G[j] = (mpc_share){0, 0};
+				for (unsigned v = cj + 1; v < 16; v++)
+					mpc_add(p, &G[j], &G[j], &e[v], 1);
+			}
+		}
+		wipe_free(o->cm, o->n * MPC_CMP_SHARES * sizeof *o->cm);
+		o->cm = NULL;
+		return ltz_push(b, o);
+	}
+	const mpc_share *T = o->mat + 3 * o->tfirst;
+	if (m == 1) { /* the selection is done */
+		for (size_t i = 0; i < o->n; i++)
+			for (unsigned k = 0; k < o->selw; k++) {
+				size_t q = i * o->selw + k;
+				beaver(p, &o->out[q], T + 3 * q, pub[2 * q], pub[2 * q + 1]);
+				mpc_add(p, &o->out[q], &o->out[q], &o->sel[2 * q + 1], 1);
+			}
+		o->nodes = 0;
+		return 0;
+	}
+	size_t per = m > 2 ? 2 * (m / 2) : 1;
+	for (size_t i = 0; i < o->n; i++) {
+		mpc_share *st = o->st + i * LTZ_ST, *G = st + 1, *E = G + MPC_CMP_CHUNKS;
+		const ring64_t *d = pub + 2 * per * i;
+		const mpc_share *t = T + 3 * per * i;
+		for (unsigned q = 0; q < m / 2; q++) {
+			mpc_share g;
+			beaver(p, &g, t, d[0], d[1]);
+			mpc_add(p, &G[q], &G[2 * q + 1], &g, 1);
+			t += 3;
+			d += 2;
+			if (m > 2) {
+				beaver(p, &E[q], t, d[0], d[1]);
+				t += 3;
+				d += 2;
+			}
+		}
+		if (m == 2) {
+			/* G[0] is the borrow: LTZ = 1 - bit62(y) = 1 - lin + borrow */
+			mpc_share bit;
+			mpc_sub(p, &bit, &G[0], &st[0], 1);
+			add_pub1(p, &bit, &bit, 1);
+			G[0] = bit;
+			if (o->bits)
+				o->bits[i] = bit;
+			if (!o->selw)
+				o->out[i] = bit;
+		}
+	}
+	o->nodes = m / 2;
+	return ltz_push(b, o);
+}
+
+int mpc_batch_ltz(struct mpc_batch *b, mpc_share *out, const mpc_share *x, size_t n)
+{
+	return batch_ltz(b, out, NULL, x, n, 0, NULL, NULL);
+}
+
+int mpc_batch_max(struct mpc_batch *b, mpc_share *out, const mpc_share *x, const mpc_share *y,
+		  size_t n)
+{
+	mpc_share *d = malloc((n ? n : 1) * sizeof *d);
+	if (!d)
+		return ERR_NOMEM;
+	mpc_sub(b->p, d, x, y, n);
+	int rc = batch_ltz(b, out, NULL, d, n, 1, y, x); /* x < y ? y : x */
+	wipe_free(d, n * sizeof *d);
+	return rc;
+}
+
+/* ---------------------------------------------------------------- digit look-up */
+
+/* Table look-up on the 4-bit digits of a secret (docs/PROTOCOL.md, "exp"): for
+ * t = x mod 2^(4J) and ntab public tables, each of 16 entries and attached to one
+ * chunk j < J, outputs T_k(digit_j(t)) for every table k. Open c = x + r for a
+ * comparison mask r (whose chunks come one-hot). Digit j of t is c_j - r_j - b_j mod
+ * 16, b_j the borrow out of the lower chunks, [c mod 2^(4j) < r mod 2^(4j)]. All
+ * borrows at once: the (G, E) pairs of the chunks (as in LTZ) under a Kogge-Stone
+ * prefix, ceil(log2 (J - 1)) rounds. Then, with one-hot e of r_j,
+ * A = T(c_j - r_j) = sum_v T(c_j - v) e_v and B = T(c_j - r_j - 1) are linear, and
+ * T(digit_j) = A + b_j (B - A): one more round. Output k of element i is
+ * out[i ntab + k]. */
+#define DG_G(o, i) ((o)->st + (size_t)(i) * (2 * (o)->J + 2 * (o)->ntab))
+#define DG_E(o, i) (DG_G(o, i) + (o)->J)
+#define DG_A(o, i) (DG_G(o, i) + 2 * (o)->J)
+#define DG_D(o, i) (DG_A(o, i) + (o)->ntab) /* B - A */
+
+/* products of the prefix level at distance dist (E is needed while a level follows) */
+static size_t dg_level_products(unsigned J, unsigned dist)
+{
+	unsigned last = J - 2; /* leaves 0..J-2 */
+	if (dist > last)
+		return 0;
+	bool more = 2 * dist <= last;
+	return (size_t)(last - dist + 1) * (more ? 2 : 1);
+}
+
+static size_t dg_selects(const struct op *o)
+{
+	size_t k = 0;
+	for (unsigned t = 0; t < o->ntab; t++)
+		k += o->tch[t] != 0;
+	return k;
+}
+
+static int batch_digits(struct mpc_batch *b, mpc_share *out, const mpc_share *x, size_t n,
+			unsigned J, unsigned ntab, const unsigned *tch, const ring64_t *tab)
+{
+	struct mpc *p = b->p;
+	if (p->failed)
+		return ERR_ABORTED;
+	if (J < 2 || J > MPC_CMP_CHUNKS - 1 || ntab == 0)
+		return ERR_INVALID;
+	for (unsigned t = 0; t < ntab; t++)
+		if (tch[t] >= J)
+			return ERR_INVALID;
+	struct op *o = batch_push(b, n);
+	if (!o)
+		return ERR_NOMEM;
+	size_t nn = n ? n : 1;
+	o->kind = OP_DIGIT;
+	o->out = out;
+	o->n = n;
+	o->J = J;
+	o->ntab = ntab;
+	o->tch = malloc(ntab * sizeof *o->tch);
+	o->tab = malloc(16 * ntab * sizeof *o->tab);
+	if (!o->tch || !o->tab) {
+		op_free(o);
+		return ERR_NOMEM;
+	}
+	memcpy(o->tch, tch, ntab * sizeof *tch);
+	memcpy(o->tab, tab, 16 * ntab * sizeof *tab);
+	size_t per = dg_selects(o);
+	for (unsigned d = 1; d <= J - 2; d *= 2)
+		per += dg_level_products(J, d);
+	size_t nt = n * per;
+	o->nmat = 3 * nt;
+	o->mat = malloc((nt ? 3 * nt : 1) * sizeof *o->mat);
+	o->cm = malloc(nn * MPC_CMP_SHARES * sizeof *o->cm);
+	o->nst = nn * (2 * J + 2 * ntab);
+	o->st = malloc(o->nst * sizeof *o->st);
+	int rc = 0;
+	if (!o->mat || !o->cm || !o->st)
+		rc = ERR_NOMEM;
+	if (rc == 0)
+		rc = queue_take(p, &p->cmp, 0, n, o->cm, NULL);
+	if (rc == 0)
+		rc = triples_take(p, nt, o->mat);
+	if (rc != 0) {
+		op_free(o);
+		return rc;
+	}
+	p->st.triples += nt;
+	p->st.cmps += n;
+	mpc_share *c = b->opens + b->nopen;
+	for (size_t i = 0; i < n; i++)
+		mpc_add(p, &c[i], &x[i], &o->cm[i * MPC_CMP_SHARES], 1);
+	b->nopen += n;
+	b->nops++;
+	return 0;
+}
+
+/* Queues the prefix level at o->dist, or the final selection. */
+static int dg_push(struct mpc_batch *b, struct op *o)
+{
+	size_t per = dg_level_products(o->J, o->dist);
+	bool select = per == 0;
+	if (select)
+		per = dg_selects(o);
+	if (opens_reserve(b, 2 * per * o->n) != 0)
+		return fail(b->p, ERR_NOMEM, "memory");
+	o->tfirst = o->tpos;
+	o->next_first = b->nopen;
+	o->next_cnt = 2 * per * o->n;
+	mpc_share *d = b->opens + b->nopen;
+	unsigned last = o->J - 2;
+	bool more = 2 * o->dist <= last;
+	for (size_t i = 0; i < o->n; i++) {
+		const mpc_share *G = DG_G(o, i), *E = DG_E(o, i), *D = DG_D(o, i);
+		if (select) {
+			for (unsigned t = 0; t < o->ntab; t++)
+				if (o->tch[t]) {
+					push_product(o, d, &G[o->tch[t] - 1], &D[t]);
+					d += 2;
+				}
+			continue;
+		}
+		for (unsigned j = o->dist; j <= last; j++) {
+			push_product(o, d, &E[j], &G[j - o->dist]);
+			d += 2;
+			if (more) {
+				push_product(o, d, &E[j], &E[j - o->dist]);
+				d += 2;
+			}
+		}
+	}
+	b->nopen += o->next_cnt;
+	return 0;
+}
+
+static int finish_digits(struct mpc_batch *b, struct op *o, const ring64_t *pub)
+{
+	struct mpc *p = b->p;
+	unsigned J = o->J, last = J - 2;
+	if (o->cm) {
+		/* c is open: the (G, E) leaves, and A, B - A of every table */
+		for (size_t i = 0; i < o->n; i++) {
+			ring64_t c = pub[i]; /* public: indexing by it is fine */
+			const mpc_share *cm = o->cm + i * MPC_CMP_SHARES;
+			mpc_share *G = DG_G(o, i), *E = DG_E(o, i), *A = DG_A(o, i), *D = DG_D(o, i);
+			for (unsigned j = 0; j <= last; j++) {
+				unsigned cj = (unsigned)(c >> (4 * j)) & 15;
+				const mpc_share *e = cm + 3 + 16 * j;
+				E[j] = e[cj];
+				G[j] = (mpc_share){0, 0};
+				for (unsigned v = cj + 1; v < 16; v++)
+					mpc_add(p, &G[j], &G[j], &e[v], 1);
+			}
+			for (unsigned t = 0; t < o->ntab; t++) {
+				unsigned j = o->tch[t], cj = (unsigned)(c >> (4 * j)) & 15;
+				const mpc_share *e = cm + 3 + 16 * j;
+				const ring64_t *T = o->tab + 16 * t;
+				mpc_share a = {0, 0}, bb = {0, 0}, s;
+				for (unsigned v = 0; v < 16; v++) {
+					mpc_scale(p, &s, &e[v], T[(cj - v) & 15], 1);
+					mpc_add(p, &a, &a, &s, 1);
+					mpc_scale(p, &s, &e[v], T[(cj - v - 1) & 15], 1);
+					mpc_add(p, &bb, &bb, &s, 1);
+				}
+				A[t] = a;
+				mpc_sub(p, &D[t], &bb, &a, 1);
+			}
+		}
+		wipe_free(o->cm, o->n * MPC_CMP_SHARES * sizeof *o->cm);
+		o->cm = NULL;
+		o->dist = dg_level_products(J, 1) ? 1 : 1u << 30;
+		return dg_push(b, o);
+	}
+	const mpc_share *T = o->mat + 3 * o->tfirst;
+	size_t per = dg_level_products(J, o->dist);
+	if (per == 0) {
+		/* the selection is done: out = A + b (B - A) */
+		size_t ns = dg_selects(o);
+		for (size_t i = 0; i < o->n; i++) {
+			const mpc_share *A = DG_A(o, i);
+			size_t q = i * ns;
+			for (unsigned t = 0; t < o->ntab; t++) {
+				mpc_share *y = &o->out[i * o->ntab + t];
+				if (!o->tch[t]) {
+					*y = A[t];
+					continue;
+				}
+				beaver(p, y, T + 3 * q, pub[2 * q], pub[2 * q + 1]);
+				mpc_add(p, y, y, &A[t], 1);
+				q++;
+			}
+		}
+		o->dist = 0;
+		return 0;
+	}
+	bool more = 2 * o->dist <= last;
+	for (size_t i = 0; i < o->n; i++) {
+		mpc_share *G = DG_G(o, i), *E = DG_E(o, i);
+		const ring64_t *d = pub + 2 * per * i;
+		const mpc_share *t = T + 3 * per * i;
+		/* the products were taken from the old values at push time; only G[j]
+		 * itself is read here, so the order of the updates does not matter */
+		for (unsigned j = o->dist; j <= last; j++) {
+			mpc_share g;
+			beaver(p, &g, t, d[0], d[1]);
+			mpc_add(p, &G[j], &G[j], &g, 1);
+			t += 3;
+			d += 2;
+			if (more) {
+				beaver(p, &E[j], t, d[0], d[1]);
+				t += 3;
+				d += 2;
+			}
+		}
+	}
+	o->dist *= 2;
+	if (dg_level_products(J, o->dist) == 0)
+		o->dist = 1u << 30; /* past every level: the next finish is the selection */
+	return dg_push(b, o);
 }
 
 /* ---------------------------------------------------------------- fixed-mask matrices */
@@ -1129,7 +1750,7 @@ int mpc_fmat_new(struct mpc *p, const mpc_share *w, uint32_t rows, uint32_t cols
 	if ((rc = prep_direct(p, &p->prg_mmask, &p->mmask_batch, &req, fm->b)) != 0)
 		goto out;
 	mpc_sub(p, d, w, fm->b, n);
-	rc = open_shares(p, d, n, fm->e, NULL, false);
+	rc = open_shares(p, d, n, fm->e);
 out:
 	if (d) {
 		sodium_memzero(d, n * sizeof *d);
@@ -1239,28 +1860,40 @@ int mpc_fmat_mul(struct mpc *p, const struct mpc_fmat *fm, mpc_share *out, const
 int mpc_batch_run(struct mpc_batch *b)
 {
 	struct mpc *p = b->p;
+	int rc = 0;
 	if (p->failed) {
 		batch_clear(b);
 		return ERR_ABORTED;
 	}
-	ring64_t *pub = malloc((b->nopen ? b->nopen : 1) * sizeof *pub);
-	if (!pub) {
-		batch_clear(b);
-		return ERR_NOMEM;
-	}
-	int rc = b->nopen ? open_shares(p, b->opens, b->nopen, pub, NULL, false) : 0;
-	if (rc == 0) {
-		for (size_t i = 0; i < b->nops; i++) {
-			struct op *o = &b->ops[i];
-			if (o->kind == OP_MUL)
-				finish_mul(p, o, pub + o->first);
-			else if (o->kind == OP_TRUNC)
-				finish_trunc(p, o, pub + o->first);
-			else
-				finish_fmul(p, o, pub + o->first);
+	while (rc == 0 && b->nopen > 0) {
+		ring64_t *pub = malloc(b->nopen * sizeof *pub);
+		if (!pub) {
+			rc = fail(p, ERR_NOMEM, "memory");
+			break;
 		}
+		rc = open_shares(p, b->opens, b->nopen, pub);
+		b->nopen = 0; /* the opened shares are consumed: the buffer takes the next round */
+		for (size_t i = 0; rc == 0 && i < b->nops; i++) {
+			struct op *o = &b->ops[i];
+			if (!o->cnt)
+				continue;
+			o->next_cnt = 0;
+			const ring64_t *q = pub + o->first;
+			if (o->kind == OP_MUL)
+				finish_mul(p, o, q);
+			else if (o->kind == OP_TRUNC)
+				finish_trunc(p, o, q);
+			else if (o->kind == OP_FMUL)
+				finish_fmul(p, o, q);
+			else if (o->kind == OP_LTZ)
+				rc = finish_ltz(b, o, q);
+			else
+				rc = finish_digits(b, o, q);
+			o->first = o->next_first;
+			o->cnt = o->next_cnt;
+		}
+		free(pub);
 	}
-	free(pub);
 	batch_clear(b);
 	return rc;
 }
@@ -1297,6 +1930,334 @@ int mpc_mul_fx(struct mpc *p, mpc_share *out, const mpc_share *x, const mpc_shar
 	return rc;
 }
 
+int mpc_select(struct mpc *p, mpc_share *out, const mpc_share *bit, const mpc_share *x,
+	       const mpc_share *y, size_t n)
+{
+	struct mpc_batch *b;
+	int rc = mpc_batch_new(p, &b);
+	if (rc != 0)
+		return rc;
+	if ((rc = mpc_batch_select(b, out, bit, x, y, n)) == 0)
+		rc = mpc_batch_run(b);
+	mpc_batch_free(b);
+	return rc;
+}
+
+int mpc_ltz(struct mpc *p, mpc_share *out, const mpc_share *x, size_t n)
+{
+	struct mpc_batch *b;
+	int rc = mpc_batch_new(p, &b);
+	if (rc != 0)
+		return rc;
+	if ((rc = mpc_batch_ltz(b, out, x, n)) == 0)
+		rc = mpc_batch_run(b);
+	mpc_batch_free(b);
+	return rc;
+}
+
+/* ---------------------------------------------------------------- exp */
+
+/* exp(x) = 2^t, t = x log2(e), on [MPC_EXP_LO, MPC_EXP_HI] (docs/PROTOCOL.md, "exp"):
+ *  - t' = x L + 48 (L = log2(e) 2^f, so t' has 2f fractional bits; in the domain t'
+ *    is in [1.8, 59.6]: its integer part k' = t' - frac is 6 bits, never negative),
+ *    shifted left by 0..3 bits so that the binary point falls on a chunk boundary
+ *    (chunk jI is the integer part's low digit d4, chunk jI + 1 its high one d5);
+ *  - the digit look-up gives: for the four chunks right of the point, 2^(d 16^-k) in
+ *    [1, 2) (the fraction bits below those 16 are dropped: a relative error below
+ *    ln 2 2^-16); for d4 the four candidates 2^(d4 + 16 v - 48), v = 0..3, exact
+ *    powers of two; for d5 the four indicators [d5 = v];
+ *  - Q = sum_v [d5 = v] 2^(d4 + 16 v - 48) = 2^(k' - 48) exactly (a bit times a
+ *    value: no truncation), in the round of the first fraction products; then
+ *    P = (F0 F1)(F2 F3), Q g with g = 0 outside the domain, and P (Q g);
+ *  - in parallel with the look-up, two LTZ tell whether x is above or below the
+ *    domain; the saturated value e^HI is added above (below, e^LO < 2^-24 is 0).
+ * 12 rounds (11 for f <= 14, where the borrows need one prefix level less). */
+int mpc_exp(struct mpc *p, mpc_share *out, const mpc_share *x, size_t n)
+{
+	if (p->failed)
+		return ERR_ABORTED;
+	const unsigned f = p->f, F = (2 * f + 3) / 4 * 4, jI = F / 4, J = jI + 2;
+	enum { NT = 12 };
+	unsigned tch[NT];
+	ring64_t tab[NT * 16], L, hi, lo, ehi;
+	mpc_share *t = NULL, *fac = NULL, *fl = NULL, *pr = NULL, *q = NULL;
+	struct mpc_batch *b = NULL;
+	int rc = 0;
+	size_t nn = n ? n : 1;
+	/* public constants (f is public) */
+	ring_fxp_encode(M_LOG2E, f, &L, NULL);
+	ring_fxp_encode(MPC_EXP_HI, f, &hi, NULL);
+	ring_fxp_encode(MPC_EXP_LO, f, &lo, NULL);
+	ring_fxp_encode(exp(MPC_EXP_HI), f, &ehi, NULL);
+	for (unsigned k = 0; k < 4; k++) { /* chunk jI - 4 + k: weight 16^(k - 4) */
+		tch[k] = jI - 4 + k;
+		for (unsigned d = 0; d < 16; d++)
+			ring_fxp_encode(exp2(ldexp((double)d, 4 * ((int)k - 4))), f, &tab[16 * k + d], NULL);
+	}
+	for (unsigned v = 0; v < 4; v++) {
+		tch[4 + v] = jI;
+		tch[8 + v] = jI + 1;
+		for (unsigned d = 0; d < 16; d++) {
+			ring_fxp_encode(exp2((double)d + 16.0 * v - 48), f, &tab[16 * (4 + v) + d], NULL);
+			tab[16 * (8 + v) + d] = d == v; /* an integer bit, not fixed point */
+		}
+	}
+	t = malloc(nn * sizeof *t);
+	fac = malloc(nn * NT * sizeof *fac);
+	fl = malloc(nn * 4 * sizeof *fl);
+	pr = malloc(nn * 6 * sizeof *pr);
+	q = malloc(nn * 6 * sizeof *q);
+	if (!t || !fac || !fl || !pr || !q) {
+		rc = ERR_NOMEM;
+		goto out;
+	}
+	/* t' = (x L + 48 2^(2f)) 2^(F - 2f), and the domain tests hi - x < 0, x - lo < 0 */
+	mpc_scale(p, t, x, L << (F - 2 * f), n);
+	for (size_t i = 0; i < n; i++) {
+		add_pub1(p, &t[i], &t[i], (ring128_t)((ring64_t)48 << F));
+		mpc_neg(p, &fl[i], &x[i], 1);
+		add_pub1(p, &fl[i], &fl[i], hi);
+		add_pub1(p, &fl[n + i], &x[i], (ring64_t)0 - lo);
+	}
+	if ((rc = mpc_batch_new(p, &b)) != 0)
+		goto out;
+	if ((rc = batch_digits(b, fac, t, n, J, NT, tch, tab)) != 0 ||
+	    (rc = mpc_batch_ltz(b, fl + 2 * n, fl, 2 * n)) != 0 || (rc = mpc_batch_run(b)) != 0)
+		goto out;
+	/* level 1: F0 F1, F2 F3 and the four terms of Q, one round; then truncate the
+	 * two fraction products */
+	for (size_t i = 0; i < n; i++) {
+		const mpc_share *a = fac + NT * i;
+		pr[i] = a[0];
+		q[i] = a[1];
+		pr[n + i] = a[2];
+		q[n + i] = a[3];
+		for (unsigned v = 0; v < 4; v++) {
+			pr[(2 + v) * n + i] = a[8 + v];
+			q[(2 + v) * n + i] = a[4 + v];
+		}
+	}
+	if ((rc = mpc_mul(p, pr, pr, q, 6 * n)) != 0 || (rc = mpc_trunc(p, pr, pr, 2 * n, f)) != 0)
+		goto out;
+	/* level 2: P = (F0 F1)(F2 F3) and Q g, g = 1 - above - below */
+	for (size_t i = 0; i < n; i++) {
+		mpc_share g, Q = pr[2 * n + i];
+		for (unsigned v = 1; v < 4; v++)
+			mpc_add(p, &Q, &Q, &pr[(2 + v) * n + i], 1);
+		mpc_add(p, &g, &fl[2 * n + i], &fl[3 * n + i], 1);
+		mpc_neg(p, &g, &g, 1);
+		add_pub1(p, &q[n + i], &g, 1);
+		q[i] = pr[n + i];
+		pr[n + i] = Q;
+	}
+	if ((rc = mpc_mul(p, pr, pr, q, 2 * n)) != 0 || (rc = mpc_trunc(p, pr, pr, n, f)) != 0)
+		goto out;
+	/* level 3: P (Q g), then + above e^HI */
+	if ((rc = mpc_mul(p, out, pr, pr + n, n)) != 0 || (rc = mpc_trunc(p, out, out, n, f)) != 0)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		mpc_share s;
+		mpc_scale(p, &s, &fl[2 * n + i], ehi, 1);
+		mpc_add(p, &out[i], &out[i], &s, 1);
+	}
+out:
+	mpc_batch_free(b);
+	wipe_free(t, nn * sizeof *t);
+	wipe_free(fac, nn * NT * sizeof *fac);
+	wipe_free(fl, nn * 4 * sizeof *fl);
+	wipe_free(pr, nn * 6 * sizeof *pr);
+	wipe_free(q, nn * 6 * sizeof *q);
+	return rc;
+}
+
+/* ---------------------------------------------------------------- max and argmax */
+
+#define MAX_LAYERS 64
+
+/* The tournament: layer by layer, element 2t meets 2t + 1 (an odd last element goes
+ * up unopposed); the bit LTZ(lo - hi) selects the winner's value and, with track,
+ * its index in the same round. bits[l] keeps layer l's bits for the backward pass. */
+static int tournament(struct mpc *p, mpc_share *v, mpc_share *ix, size_t m, size_t n,
+		      mpc_share *bits[], size_t cnts[], unsigned *nlayers)
+{
+	unsigned w = ix ? 2 : 1, L = 0;
+	size_t cnt = n;
+	mpc_share *sx = NULL, *sy = NULL, *dif = NULL, *res = NULL;
+	int rc = 0;
+	size_t cap = m * (n / 2 + 1);
+	sx = malloc(cap * w * sizeof *sx);
+	sy = malloc(cap * w * sizeof *sy);
+	dif = malloc(cap * sizeof *dif);
+	res = malloc(cap * w * sizeof *res);
+	if (!sx || !sy || !dif || !res) {
+		rc = ERR_NOMEM;
+		goto out;
+	}
+	while (cnt > 1) {
+		size_t pairs = cnt / 2, next = pairs + cnt % 2, e = 0;
+		cnts[L] = cnt;
+		if (bits && !(bits[L] = malloc(m * pairs * sizeof *bits[L]))) {
+			rc = ERR_NOMEM;
+			goto out;
+		}
+		for (size_t r = 0; r < m; r++)
+			for (size_t t = 0; t < pairs; t++, e++) {
+				const mpc_share *lo = v + r * n + 2 * t, *hi = lo + 1;
+				mpc_sub(p, &dif[e], lo, hi, 1);
+				sx[w * e] = *hi; /* lo < hi: hi wins */
+				sy[w * e] = *lo;
+				if (ix) {
+					sx[w * e + 1] = ix[r * n + 2 * t + 1];
+					sy[w * e + 1] = ix[r * n + 2 * t];
+				}
+			}
+		struct mpc_batch *b;
+		if ((rc = mpc_batch_new(p, &b)) != 0)
+			goto out;
+		rc = batch_ltz(b, res, bits ? bits[L] : NULL, dif, m * pairs, w, sx, sy);
+		if (rc == 0)
+			rc = mpc_batch_run(b);
+		mpc_batch_free(b);
+		if (rc != 0)
+			goto out;
+		/* compact in place: row r keeps its first `next` slots */
+		for (size_t r = 0; r < m; r++) {
+			mpc_share carry = v[r * n + cnt - 1], carryi = ix ? ix[r * n + cnt - 1] : carry;
+			for (size_t t = 0; t < pairs; t++) {
+				v[r * n + t] = res[w * (r * pairs + t)];
+				if (ix)
+					ix[r * n + t] = res[w * (r * pairs + t) + 1];
+			}
+			if (cnt % 2) {
+				v[r * n + pairs] = carry;
+				if (ix)
+					ix[r * n + pairs] = carryi;
+			}
+		}
+		cnt = next;
+		if (++L >= MAX_LAYERS) {
+			rc = ERR_INTERNAL;
+			goto out;
+		}
+	}
+	*nlayers = L;
+out:
+	wipe_free(sx, cap * w * sizeof *sx);
+	wipe_free(sy, cap * w * sizeof *sy);
+	wipe_free(dif, cap * sizeof *dif);
+	wipe_free(res, cap * w * sizeof *res);
+	return rc;
+}
+
+static int reduce_check(struct mpc *p, const mpc_share *x, size_t m, size_t n)
+{
+	if (p->failed)
+		return ERR_ABORTED;
+	if (!x || m == 0 || n == 0 || m > SIZE_MAX / n / 4)
+		return ERR_INVALID;
+	return 0;
+}
+
+int mpc_max(struct mpc *p, mpc_share *out, const mpc_share *x, size_t m, size_t n)
+{
+	int rc = reduce_check(p, x, m, n);
+	if (rc != 0)
+		return rc;
+	mpc_share *v = malloc(m * n * sizeof *v);
+	size_t cnts[MAX_LAYERS];
+	unsigned L = 0;
+	if (!v)
+		return ERR_NOMEM;
+	memcpy(v, x, m * n * sizeof *v);
+	if ((rc = tournament(p, v, NULL, m, n, NULL, cnts, &L)) == 0)
+		for (size_t r = 0; r < m; r++)
+			out[r] = v[r * n];
+	wipe_free(v, m * n * sizeof *v);
+	return rc;
+}
+
+int mpc_argmax(struct mpc *p, mpc_share *max, mpc_share *idx, mpc_share *onehot,
+	       const mpc_share *x, size_t m, size_t n)
+{
+	int rc = reduce_check(p, x, m, n);
+	if (rc != 0)
+		return rc;
+	mpc_share *v = malloc(m * n * sizeof *v), *ix = NULL, *f = NULL, *g = NULL;
+	mpc_share *bits[MAX_LAYERS] = {0};
+	size_t cnts[MAX_LAYERS];
+	unsigned L = 0;
+	struct mpc_batch *b = NULL;
+	if (!v || (idx && !(ix = malloc(m * n * sizeof *ix)))) {
+		rc = ERR_NOMEM;
+		goto out;
+	}
+	memcpy(v, x, m * n * sizeof *v);
+	for (size_t r = 0; idx && r < m; r++)
+		for (size_t j = 0; j < n; j++)
+			mpc_constant(p, &ix[r * n + j], (ring64_t)j, 1);
+	if ((rc = tournament(p, v, ix, m, n, onehot ? bits : NULL, cnts, &L)) != 0)
+		goto out;
+	for (size_t r = 0; r < m; r++) {
+		if (max)
+			max[r] = v[r * n];
+		if (idx)
+			idx[r] = ix[r * n];
+	}
+	if (!onehot)
+		goto out;
+	/* backward pass: the root's flag is 1; a node with flag f and bit b hands f b to
+	 * its upper child and f - f b to its lower one; an unopposed element keeps f */
+	f = malloc(m * n * sizeof *f);
+	g = malloc(m * n * sizeof *g);
+	if (!f || !g) {
+		rc = ERR_NOMEM;
+		goto out;
+	}
+	for (size_t r = 0; r < m; r++)
+		mpc_constant(p, &f[r * n], 1, 1);
+	for (unsigned l = L; l-- > 0;) {
+		size_t cnt = cnts[l], pairs = cnt / 2, np = pairs + cnt % 2;
+		mpc_share *fp = malloc(m * pairs * sizeof *fp), *hi = malloc(m * pairs * sizeof *hi);
+		if (!fp || !hi) {
+			free(fp);
+			free(hi);
+			rc = ERR_NOMEM;
+			goto out;
+		}
+		for (size_t r = 0; r < m; r++)
+			for (size_t t = 0; t < pairs; t++)
+				fp[r * pairs + t] = f[r * n + t];
+		if ((rc = mpc_mul(p, hi, fp, bits[l], m * pairs)) == 0) {
+			for (size_t r = 0; r < m; r++) {
+				for (size_t t = 0; t < pairs; t++) {
+					g[r * n + 2 * t + 1] = hi[r * pairs + t];
+					mpc_sub(p, &g[r * n + 2 * t], &fp[r * pairs + t], &hi[r * pairs + t], 1);
+				}
+				if (cnt % 2)
+					g[r * n + cnt - 1] = f[r * n + np - 1];
+			}
+			mpc_share *tmp = f;
+			f = g;
+			g = tmp;
+		}
+		wipe_free(fp, m * pairs * sizeof *fp);
+		wipe_free(hi, m * pairs * sizeof *hi);
+		if (rc != 0)
+			goto out;
+	}
+	memcpy(onehot, f, m * n * sizeof *f);
+out:
+	mpc_batch_free(b);
+	for (unsigned l = 0; l < MAX_LAYERS; l++)
+		if (bits[l])
+			wipe_free(bits[l], m * (cnts[l] / 2) * sizeof *bits[l]);
+	wipe_free(v, m * n * sizeof *v);
+	wipe_free(ix, idx ? m * n * sizeof *ix : 0);
+	wipe_free(f, m * n * sizeof *f);
+	wipe_free(g, m * n * sizeof *g);
+	return rc;
+}
+
 /* ---------------------------------------------------------------- lifecycle */
 
 int mpc_new(struct mpc_net *net, const uint8_t seed[MPC_SEED_BYTES],
@@ -1326,12 +2287,19 @@ int mpc_new(struct mpc_net *net, const uint8_t seed[MPC_SEED_BYTES],
 	memcpy(p->seed, seed, MPC_SEED_BYTES);
 	p->alpha = prep_alpha_share(seed);
 	queue_init(&p->rand, MPC_PREP_RAND, 0, seed);
-	queue_init(&p->triple_raw, MPC_PREP_TRIPLE, 0, seed);
 	queue_init(&p->trunc, MPC_PREP_TRUNC, 0, seed);
+	queue_init(&p->cmp, MPC_PREP_CMP, 0, seed);
 	for (unsigned j = 0; j < p->n; j++)
 		queue_init(&p->input[j], MPC_PREP_INPUT, j, seed);
+	/* a comparison mask is 259 shares: its batches are 32 times smaller, so that a
+	 * pool holds about as many bytes as the other kinds' */
+	p->rand.batch = p->trunc.batch = p->prep_batch;
+	for (unsigned j = 0; j < p->n; j++)
+		p->input[j].batch = p->prep_batch;
+	p->cmp.batch = p->prep_batch / 32 ? p->prep_batch / 32 : 1;
 	prg_init(&p->prg_mmask, seed, MPC_PREP_MMASK);
 	prg_init(&p->prg_mmul, seed, MPC_PREP_MMUL);
+	prg_init(&p->prg_triple, seed, MPC_PREP_TRIPLE);
 	crypto_generichash_init(&p->view, NULL, 0, HASH_BYTES);
 	p->rand_hmac = EVP_RAND_fetch(NULL, "HMAC-DRBG", NULL);
 	p->rand_test = EVP_RAND_fetch(NULL, "TEST-RAND", NULL);
@@ -1348,12 +2316,13 @@ void mpc_free(struct mpc *p)
 	if (!p)
 		return;
 	queue_wipe(&p->rand);
-	queue_wipe(&p->triple_raw);
 	queue_wipe(&p->trunc);
+	queue_wipe(&p->cmp);
 	for (unsigned j = 0; j < p->n; j++)
 		queue_wipe(&p->input[j]);
 	prg_wipe(&p->prg_mmask);
 	prg_wipe(&p->prg_mmul);
+	prg_wipe(&p->prg_triple);
 	if (p->triples) {
 		sodium_memzero(p->triples, 3 * p->tri_cap * sizeof *p->triples);
 		free(p->triples);
@@ -1365,6 +2334,13 @@ void mpc_free(struct mpc *p)
 	free(p->log.s);
 	free(p->log.m);
 	free(p->log.up);
+	if (p->wlog.m)
+		sodium_memzero(p->wlog.m, p->wlog.cap * sizeof *p->wlog.m);
+	if (p->wlog.up)
+		sodium_memzero(p->wlog.up, p->wlog.cap * sizeof *p->wlog.up);
+	free(p->wlog.s);
+	free(p->wlog.m);
+	free(p->wlog.up);
 	if (p->sbuf) {
 		sodium_memzero(p->sbuf, p->scap);
 		free(p->sbuf);

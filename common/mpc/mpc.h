@@ -88,14 +88,21 @@ bool mpc_net_fault_fired(const struct mpc_net *net);
 
 enum mpc_prep_kind {
 	MPC_PREP_RAND = 1,   /* random authenticated value [r] */
-	MPC_PREP_TRIPLE = 2, /* Beaver triple [a],[b],[c], c = ab mod 2^128 */
+	MPC_PREP_TRIPLE = 2, /* Beaver triple [a],[b],[c] with 192-bit shares and MACs,
+				c = ab mod 2^192 (the sacrifice checks 128-bit values) */
 	MPC_PREP_TRUNC = 3,  /* [r], [r_63] (bit 63 of r), [(r mod 2^63) >> m]; param = m */
 	MPC_PREP_INPUT = 4,  /* [r] with r known to the owner; param = owner */
 	MPC_PREP_MMASK = 5,  /* fixed mask [B] of a rows x cols matrix; param = mask id,
 				n = rows * cols; the dealer keeps B for MPC_PREP_MMUL */
 	MPC_PREP_MMUL = 6,   /* per row of an input to that matrix: [a] (rows) and [a B]
 				(cols); param = mask id, n = number of rows of the input */
+	MPC_PREP_CMP = 7,    /* comparison mask: [r], [r_63], [r_62] and, for each 4-bit
+				chunk j = 0..15 of r mod 2^62, the one-hot vector
+				[r_(j) == v] for v = 0..15 (MPC_CMP_SHARES shares) */
 };
+
+#define MPC_CMP_CHUNKS 16
+#define MPC_CMP_SHARES (3 + 16 * MPC_CMP_CHUNKS)
 
 /* One batch of one kind: the batch-th request of that kind (0, 1, 2, ...), for n
  * items. Every party requests the same sequence; the dealer refuses a batch whose
@@ -138,7 +145,7 @@ uint64_t mpc_dealer_bytes_out(struct mpc_dealer *d);
 
 /* Fault injection for tests: the item-th triple ever generated (0-based) gets c + 2^bit
  * with a MAC that matches (a faulty dealer, MPC_DEALER_FAULT_TRIPLE_VALUE), or a MAC
- * share off by 2^bit (MPC_DEALER_FAULT_TRIPLE_MAC). */
+ * share off by 2^bit (MPC_DEALER_FAULT_TRIPLE_MAC); bit < 192. */
 enum mpc_dealer_fault { MPC_DEALER_FAULT_TRIPLE_VALUE = 1, MPC_DEALER_FAULT_TRIPLE_MAC = 2 };
 int mpc_dealer_inject(struct mpc_dealer *d, enum mpc_dealer_fault kind, uint64_t item,
 		      unsigned bit);
@@ -162,6 +169,7 @@ struct mpc_stats {
 	uint64_t opened;                         /* values opened (recorded for checking) */
 	uint64_t checks;                         /* MAC checks run */
 	uint64_t triples, truncs, randoms;       /* preprocessing consumed */
+	uint64_t cmps;                           /* comparison masks consumed */
 	uint64_t triples_sacrificed;
 	uint64_t prep_bytes_in; /* dealer payload bytes this party received */
 };
@@ -219,8 +227,11 @@ int mpc_reveal(struct mpc *p, ring64_t *out, const mpc_share *a, size_t n);
 /* Runs the batched MAC check now (no-op when nothing is unchecked). */
 int mpc_check(struct mpc *p);
 
-/* Batches: independent operations queued on one batch share one round. Outputs are
- * written by mpc_batch_run; inputs are read when queued (so out may alias them). */
+/* Batches: independent operations queued on one batch share their rounds: every
+ * round opens what each unfinished operation needs for its current step (a product
+ * has one step, a comparison five, a max six), so a batch takes as many rounds as
+ * its longest operation. Outputs are written by mpc_batch_run; inputs are read when
+ * queued (so out may alias them). */
 struct mpc_batch;
 int mpc_batch_new(struct mpc *p, struct mpc_batch **out);
 void mpc_batch_free(struct mpc_batch *b);
@@ -231,6 +242,17 @@ int mpc_batch_mul(struct mpc_batch *b, mpc_share *out, const mpc_share *x, const
  * for signed a with |a| < 2^62; 1 <= m <= 62. */
 int mpc_batch_trunc(struct mpc_batch *b, mpc_share *out, const mpc_share *x, size_t n,
 		    unsigned m);
+/* out = bit ? x : y, i.e. y + bit (x - y), for bit in {0, 1} (an integer, not fixed
+ * point). 1 round (one product). */
+int mpc_batch_select(struct mpc_batch *b, mpc_share *out, const mpc_share *bit,
+		     const mpc_share *x, const mpc_share *y, size_t n);
+/* out[i] = 1 if x[i] < 0, else 0 (the integer, not fixed point), exactly, for signed
+ * x with |x| < 2^62 (in units of 2^-f: |x| < 2^(62-f) in reals); outside that
+ * domain the result is unspecified. 5 rounds (docs/PROTOCOL.md, "Comparison"). */
+int mpc_batch_ltz(struct mpc_batch *b, mpc_share *out, const mpc_share *x, size_t n);
+/* out[i] = max(x[i], y[i]) for |x - y| < 2^62. 6 rounds (LTZ, then a selection). */
+int mpc_batch_max(struct mpc_batch *b, mpc_share *out, const mpc_share *x, const mpc_share *y,
+		  size_t n);
 int mpc_batch_run(struct mpc_batch *b);
 
 /* Fixed-mask matrix product for a secret matrix W that is reused (model weights, rows
@@ -252,5 +274,30 @@ int mpc_fmat_mul(struct mpc *p, const struct mpc_fmat *fm, mpc_share *out, const
 int mpc_mul(struct mpc *p, mpc_share *out, const mpc_share *x, const mpc_share *y, size_t n);
 int mpc_trunc(struct mpc *p, mpc_share *out, const mpc_share *x, size_t n, unsigned m);
 int mpc_mul_fx(struct mpc *p, mpc_share *out, const mpc_share *x, const mpc_share *y, size_t n);
+int mpc_select(struct mpc *p, mpc_share *out, const mpc_share *bit, const mpc_share *x,
+	       const mpc_share *y, size_t n);
+int mpc_ltz(struct mpc *p, mpc_share *out, const mpc_share *x, size_t n);
+
+/* Reductions over m rows of n values (x row-major, m x n), each row by a tree of
+ * ceil(log2 n) layers of pairwise comparisons, all rows side by side (6 rounds per
+ * layer). Values need |x| < 2^61 (differences within the LTZ domain). Ties go to the
+ * lower index (the first maximum, as a plain argmax).
+ *   mpc_max:    out[r] = max of row r.
+ *   mpc_argmax: idx[r] = the index of the first maximum of row r (an integer share;
+ *               may be NULL); onehot (m x n, may be NULL) = the one-hot vector of
+ *               that index, computed by a backward pass over the tree's comparison
+ *               bits (ceil(log2 n) more rounds of products); max (m, may be NULL). */
+int mpc_max(struct mpc *p, mpc_share *out, const mpc_share *x, size_t m, size_t n);
+
+/* Approximations on fixed point (f fractional bits). Outside its domain each one
+ * saturates to its value at the nearer end; docs/PROTOCOL.md gives the protocol and
+ * the error bound that the tests assert.
+ *   mpc_exp: e^x on [MPC_EXP_LO, MPC_EXP_HI]; 12 rounds (11 for f <= 14); absolute
+ *            error <= (8 e^x + 3) 2^-f + 1.2e-5 e^x. */
+#define MPC_EXP_LO (-32.0)
+#define MPC_EXP_HI 8.0
+int mpc_exp(struct mpc *p, mpc_share *out, const mpc_share *x, size_t n);
+int mpc_argmax(struct mpc *p, mpc_share *max, mpc_share *idx, mpc_share *onehot,
+	       const mpc_share *x, size_t m, size_t n);
 
 #endif

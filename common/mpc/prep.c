@@ -67,12 +67,18 @@ unsigned prep_shares_per_item(const struct mpc_prep_req *req)
 		return 3;
 	case MPC_PREP_MMUL:
 		return req->rows + req->cols;
+	case MPC_PREP_CMP:
+		return MPC_CMP_SHARES;
 	default:
 		return 1;
 	}
 }
 
-size_t prep_prg_bytes(const struct mpc_prep_req *req) { return 32 * (size_t)prep_shares_per_item(req); }
+size_t prep_prg_bytes(const struct mpc_prep_req *req)
+{
+	size_t per = req->kind == MPC_PREP_TRIPLE ? 48 : 32; /* value and MAC share */
+	return per * prep_shares_per_item(req);
+}
 
 bool mpc_prep_needs_payload(unsigned party, const struct mpc_prep_req *req)
 {
@@ -91,7 +97,7 @@ size_t prep_payload_bytes(unsigned party, const struct mpc_prep_req *req)
 			per = 16; /* m */
 			break;
 		case MPC_PREP_TRIPLE:
-			per = 64; /* m_a, m_b, v_c, m_c */
+			per = 96; /* m_a, m_b, v_c, m_c, 24 bytes each */
 			break;
 		case MPC_PREP_TRUNC:
 			per = 80; /* m_r, v_bit, m_bit, v_mid, m_mid */
@@ -101,6 +107,9 @@ size_t prep_payload_bytes(unsigned party, const struct mpc_prep_req *req)
 			break;
 		case MPC_PREP_MMUL:
 			per = 16 * (size_t)req->rows + 32 * (size_t)req->cols; /* m(a), v(aB), m(aB) */
+			break;
+		case MPC_PREP_CMP:
+			per = 16 + 32 * (MPC_CMP_SHARES - 1); /* m(r), then v and m of the rest */
 			break;
 		}
 	}
@@ -126,6 +135,7 @@ bool prep_req_valid(const struct mpc_prep_req *req, unsigned nparties)
 		return (uint64_t)req->n * (req->rows + req->cols) <= 3 * (uint64_t)PREP_MAX_BATCH;
 	case MPC_PREP_RAND:
 	case MPC_PREP_TRIPLE:
+	case MPC_PREP_CMP:
 		return req->param == 0;
 	case MPC_PREP_TRUNC:
 		return req->param >= 1 && req->param <= 62;
@@ -166,28 +176,40 @@ static void load_item(const uint8_t *b, unsigned k, mpc_share *s)
 	}
 }
 
+/* A payload is exactly what this party expects for req: the magic and version first
+ * (another version is ERR_UNSUPPORTED), then the echo of the request and the length
+ * (ERR_PROTOCOL). Nothing of the body is read before this passes. */
+static int check_payload(unsigned party, const struct mpc_prep_req *req, const uint8_t *payload,
+			 size_t len)
+{
+	size_t want = prep_payload_bytes(party, req);
+	if (!want)
+		return 0;
+	if (!payload || len < PREP_HDR_BYTES)
+		return ERR_PROTOCOL;
+	if (memcmp(payload, "MPRP", 4) != 0 || (payload[4] | payload[5] << 8) != PREP_VERSION)
+		return ERR_UNSUPPORTED;
+	if ((payload[6] | payload[7] << 8) != req->kind || get32(payload + 8) != req->param ||
+	    get32(payload + 12) != req->n || get32(payload + 16) != req->rows ||
+	    get32(payload + 20) != req->cols || len != want)
+		return ERR_PROTOCOL;
+	return 0;
+}
+
 int prep_expand(struct prg *g, unsigned party, const struct mpc_prep_req *req,
 		const uint8_t *payload, size_t len, mpc_share *out, ring64_t *clear)
 {
 	unsigned k = prep_shares_per_item(req);
 	size_t per = prep_prg_bytes(req);
-	size_t want = prep_payload_bytes(party, req);
-	if (want) {
-		if (!payload || len != want)
-			return ERR_PROTOCOL;
-		if (memcmp(payload, "MPRP", 4) != 0 ||
-		    (payload[4] | payload[5] << 8) != PREP_VERSION)
-			return ERR_UNSUPPORTED;
-		if ((payload[6] | payload[7] << 8) != req->kind || get32(payload + 8) != req->param ||
-		    get32(payload + 12) != req->n || get32(payload + 16) != req->rows ||
-		    get32(payload + 20) != req->cols)
-			return ERR_PROTOCOL;
-	}
+	if (req->kind == MPC_PREP_TRIPLE)
+		return ERR_INVALID; /* wide: prep_expand_wide */
+	int rc = check_payload(party, req, payload, len);
+	if (rc != 0)
+		return rc;
 	uint8_t *buf = malloc(per * req->n);
 	if (!buf)
 		return ERR_NOMEM;
-	int rc = prg_fill(g, buf, per * req->n);
-	if (rc != 0)
+	if ((rc = prg_fill(g, buf, per * req->n)) != 0)
 		goto out;
 	const uint8_t *q = payload ? payload + PREP_HDR_BYTES : NULL;
 	for (uint32_t i = 0; i < req->n; i++) {
@@ -200,13 +222,6 @@ int prep_expand(struct prg *g, unsigned party, const struct mpc_prep_req *req,
 		case MPC_PREP_INPUT:
 			s[0].m = ring128_load(q);
 			q += 16;
-			break;
-		case MPC_PREP_TRIPLE:
-			s[0].m = ring128_load(q);
-			s[1].m = ring128_load(q + 16);
-			s[2].v = ring128_load(q + 32);
-			s[2].m = ring128_load(q + 48);
-			q += 64;
 			break;
 		case MPC_PREP_TRUNC:
 			s[0].m = ring128_load(q);
@@ -228,11 +243,55 @@ int prep_expand(struct prg *g, unsigned party, const struct mpc_prep_req *req,
 				s[j].m = ring128_load(q + 16);
 			}
 			break;
+		case MPC_PREP_CMP:
+			s[0].m = ring128_load(q);
+			q += 16;
+			for (unsigned j = 1; j < k; j++, q += 32) {
+				s[j].v = ring128_load(q);
+				s[j].m = ring128_load(q + 16);
+			}
+			break;
 		}
 	owner:
 		if (req->kind == MPC_PREP_INPUT && req->param == party) {
 			clear[i] = ring64_load(q);
 			q += 8;
+		}
+	}
+out:
+	sodium_memzero(buf, per * req->n);
+	free(buf);
+	return rc;
+}
+
+int prep_expand_wide(struct prg *g, unsigned party, const struct mpc_prep_req *req,
+		     const uint8_t *payload, size_t len, mpc_wshare *out)
+{
+	if (req->kind != MPC_PREP_TRIPLE)
+		return ERR_INVALID;
+	size_t per = prep_prg_bytes(req);
+	int rc = check_payload(party, req, payload, len);
+	if (rc != 0)
+		return rc;
+	uint8_t *buf = malloc(per * req->n);
+	if (!buf)
+		return ERR_NOMEM;
+	if ((rc = prg_fill(g, buf, per * req->n)) != 0)
+		goto out;
+	const uint8_t *q = payload ? payload + PREP_HDR_BYTES : NULL;
+	for (uint32_t i = 0; i < req->n; i++) {
+		mpc_wshare *s = out + 3 * (size_t)i;
+		const uint8_t *b = buf + per * i;
+		for (unsigned j = 0; j < 3; j++) {
+			s[j].v = ring192_load(b + 24 * j);
+			s[j].m = ring192_load(b + 24 * (3 + j));
+		}
+		if (party == 0) {
+			s[0].m = ring192_load(q);
+			s[1].m = ring192_load(q + 24);
+			s[2].v = ring192_load(q + 48);
+			s[2].m = ring192_load(q + 72);
+			q += 96;
 		}
 	}
 out:
@@ -276,6 +335,7 @@ struct mpc_dealer {
 	size_t nmasks, capmasks;
 	uint8_t seed[MPC_MAX_PARTIES][MPC_SEED_BYTES];
 	ring128_t alpha; /* sum of the alpha_i, lifted: the effective MAC key */
+	ring192_t walpha; /* the same in Z_2^192 */
 	struct dealer_stream st[DEALER_STREAMS];
 	uint64_t triples_made;
 	uint64_t bytes_out;
@@ -302,6 +362,7 @@ int mpc_dealer_new(unsigned nparties, struct mpc_dealer **out)
 		randombytes_buf(d->seed[i], MPC_SEED_BYTES);
 		d->alpha += ring128_from64(prep_alpha_share(d->seed[i]));
 	}
+	d->walpha = ring192_from128(d->alpha); /* at most 16 * 2^64: no wrap */
 	for (unsigned s = 0; s < DEALER_STREAMS; s++)
 		for (unsigned i = 0; i < nparties; i++)
 			prg_init(&d->st[s].prg[i], d->seed[i], s);
@@ -359,7 +420,7 @@ uint64_t mpc_dealer_bytes_out(struct mpc_dealer *d)
 int mpc_dealer_inject(struct mpc_dealer *d, enum mpc_dealer_fault kind, uint64_t item, unsigned bit)
 {
 	if ((kind != MPC_DEALER_FAULT_TRIPLE_VALUE && kind != MPC_DEALER_FAULT_TRIPLE_MAC) ||
-	    bit > 127)
+	    bit > 191)
 		return ERR_INVALID;
 	pthread_mutex_lock(&d->mu);
 	d->fault = (struct fault){.kind = kind, .item = item, .bit = bit, .set = true};
@@ -373,6 +434,75 @@ static struct dealer_mask *dealer_mask_find(struct mpc_dealer *d, uint32_t id)
 		if (d->masks[i].id == id)
 			return &d->masks[i];
 	return NULL;
+}
+
+/* Triples, in Z_2^192: a and b are the sums of the parties' PRG value shares, c = ab,
+ * and party 0 receives its MAC shares of a and b and its value and MAC share of c. */
+static int dealer_generate_triples(struct mpc_dealer *d, struct dealer_stream *ds,
+				   const struct mpc_prep_req *req, struct stored_batch *sb)
+{
+	size_t per = prep_prg_bytes(req), n = req->n;
+	uint8_t *buf = malloc(per * n);
+	mpc_wshare *sum = calloc(3 * n, sizeof *sum); /* parties 1..N-1, then + party 0 */
+	mpc_wshare *s0 = calloc(3 * n, sizeof *s0);
+	int rc = 0;
+	sb->len[0] = prep_payload_bytes(0, req);
+	sb->payload[0] = malloc(sb->len[0]);
+	if (!buf || !sum || !s0 || !sb->payload[0]) {
+		rc = ERR_NOMEM;
+		goto out;
+	}
+	put_hdr(sb->payload[0], req);
+	for (unsigned i = 0; i < d->n; i++) {
+		if ((rc = prg_fill(&ds->prg[i], buf, per * n)) != 0)
+			goto out;
+		for (size_t t = 0; t < n; t++)
+			for (unsigned j = 0; j < 3; j++) {
+				const uint8_t *b = buf + per * t;
+				mpc_wshare sh = {ring192_load(b + 24 * j), ring192_load(b + 24 * (3 + j))};
+				mpc_wshare *dst = i == 0 ? &s0[3 * t + j] : &sum[3 * t + j];
+				dst->v = ring192_add(dst->v, sh.v);
+				dst->m = ring192_add(dst->m, sh.m);
+			}
+	}
+	uint8_t *q = sb->payload[0] + PREP_HDR_BYTES;
+	const ring192_t a = d->walpha;
+	for (size_t t = 0; t < n; t++) {
+		const mpc_wshare *o = &sum[3 * t];
+		ring192_t fa = ring192_add(o[0].v, s0[3 * t].v), fb = ring192_add(o[1].v, s0[3 * t + 1].v);
+		ring192_t fc = ring192_mul(fa, fb);
+		bool fault = d->fault.set && d->fault.item == d->triples_made + t;
+		ring192_t e = {{0, 0, 0}};
+		if (fault)
+			e.w[d->fault.bit / 64] = (uint64_t)1 << (d->fault.bit % 64);
+		if (fault && d->fault.kind == MPC_DEALER_FAULT_TRIPLE_VALUE)
+			fc = ring192_add(fc, e); /* a wrong c whose MAC matches */
+		ring192_t mc0 = ring192_sub(ring192_mul(a, fc), o[2].m);
+		if (fault && d->fault.kind == MPC_DEALER_FAULT_TRIPLE_MAC)
+			mc0 = ring192_add(mc0, e);
+		ring192_store(q, ring192_sub(ring192_mul(a, fa), o[0].m));
+		ring192_store(q + 24, ring192_sub(ring192_mul(a, fb), o[1].m));
+		ring192_store(q + 48, ring192_sub(fc, o[2].v));
+		ring192_store(q + 72, mc0);
+		q += 96;
+	}
+	d->triples_made += n;
+out:
+	if (buf) {
+		sodium_memzero(buf, per * n);
+		free(buf);
+	}
+	if (sum) {
+		sodium_memzero(sum, 3 * n * sizeof *sum);
+		free(sum);
+	}
+	if (s0) {
+		sodium_memzero(s0, 3 * n * sizeof *s0);
+		free(s0);
+	}
+	if (rc != 0)
+		stored_wipe(sb);
+	return rc;
 }
 
 /* Generates the next batch of a stream: every party's PRG shares, the correlated
@@ -390,6 +520,8 @@ static int dealer_generate(struct mpc_dealer *d, struct dealer_stream *ds,
 	int rc = 0;
 	memset(sb, 0, sizeof *sb);
 	sb->req = *req;
+	if (req->kind == MPC_PREP_TRIPLE)
+		return dealer_generate_triples(d, ds, req, sb);
 	if (req->kind == MPC_PREP_MMASK && dealer_mask_find(d, req->param))
 		return ERR_PROTOCOL; /* a mask id is used once per session */
 	if (req->kind == MPC_PREP_MMUL) {
@@ -444,8 +576,6 @@ static int dealer_generate(struct mpc_dealer *d, struct dealer_stream *ds,
 		const mpc_share *s0 = sh + t * k;
 		for (unsigned j = 0; j < k; j++)
 			full[j] = vo[j] + s0[j].v;
-		bool fault = d->fault.set && req->kind == MPC_PREP_TRIPLE &&
-			     d->fault.item == d->triples_made + t;
 		switch (req->kind) {
 		case MPC_PREP_RAND:
 		case MPC_PREP_INPUT:
@@ -460,21 +590,6 @@ static int dealer_generate(struct mpc_dealer *d, struct dealer_stream *ds,
 				*qc += 8;
 			}
 			break;
-		case MPC_PREP_TRIPLE: {
-			/* c = ab in Z_2^128: the sacrifice checks modulo 2^128 */
-			full[2] = full[0] * full[1];
-			if (fault && d->fault.kind == MPC_DEALER_FAULT_TRIPLE_VALUE)
-				full[2] += (ring128_t)1 << d->fault.bit;
-			ring128_t mc0 = a * full[2] - mo[2];
-			if (fault && d->fault.kind == MPC_DEALER_FAULT_TRIPLE_MAC)
-				mc0 += (ring128_t)1 << d->fault.bit;
-			ring128_store(q0, a * full[0] - mo[0]);
-			ring128_store(q0 + 16, a * full[1] - mo[1]);
-			ring128_store(q0 + 32, full[2] - vo[2]);
-			ring128_store(q0 + 48, mc0);
-			q0 += 64;
-			break;
-		}
 		case MPC_PREP_TRUNC: {
 			ring64_t r = ring128_lo(full[0]);
 			full[1] = r >> 63;
@@ -485,6 +600,24 @@ static int dealer_generate(struct mpc_dealer *d, struct dealer_stream *ds,
 			ring128_store(q0 + 48, full[2] - vo[2]);
 			ring128_store(q0 + 64, a * full[2] - mo[2]);
 			q0 += 80;
+			break;
+		}
+		case MPC_PREP_CMP: {
+			ring64_t r = ring128_lo(full[0]);
+			ring64_t low = r & (((ring64_t)1 << 62) - 1);
+			full[1] = r >> 63;
+			full[2] = (r >> 62) & 1;
+			for (unsigned j = 0; j < MPC_CMP_CHUNKS; j++) {
+				unsigned chunk = (unsigned)(low >> (4 * j)) & 15;
+				for (unsigned v = 0; v < 16; v++)
+					full[3 + 16 * j + v] = v == chunk;
+			}
+			ring128_store(q0, a * full[0] - mo[0]);
+			q0 += 16;
+			for (unsigned j = 1; j < k; j++, q0 += 32) {
+				ring128_store(q0, full[j] - vo[j]);
+				ring128_store(q0 + 16, a * full[j] - mo[j]);
+			}
 			break;
 		}
 		case MPC_PREP_MMUL: {
@@ -502,8 +635,6 @@ static int dealer_generate(struct mpc_dealer *d, struct dealer_stream *ds,
 		}
 		}
 	}
-	if (req->kind == MPC_PREP_TRIPLE)
-		d->triples_made += n;
 	if (req->kind == MPC_PREP_MMASK) {
 		if (d->nmasks == d->capmasks) {
 			size_t nc = d->capmasks ? 2 * d->capmasks : 8;

@@ -1,7 +1,9 @@
-/* ring: arithmetic in Z_2^64 and Z_2^128 and the signed fixed-point encoding of Mimir.
+/* ring: arithmetic in Z_2^64, Z_2^128 and Z_2^192 and the signed fixed-point encoding
+ * of Mimir.
  *
  * MPC values live in Z_2^64 (k = 64); SPDZ2k shares and MACs live in Z_2^128 (k + s,
- * s = 64). C unsigned arithmetic already wraps modulo 2^width, so the ring operations
+ * s = 64). The triple sacrifice checks 128-bit values, so its shares and MACs live in
+ * Z_2^192 (128 + s), three 64-bit limbs with explicit carries. C unsigned arithmetic already wraps modulo 2^width, so the ring operations
  * are the native ones; this module names them, fixes the byte order of the wire
  * format (little endian) and owns the fixed-point convention: a real x is stored as
  * the two's complement of round(x * 2^f) with f fractional bits (8..24, default 16).
@@ -41,7 +43,70 @@ static inline ring128_t ring128_make(ring64_t hi, ring64_t lo)
 	return ((ring128_t)hi << 64) | lo;
 }
 
-/* Little-endian wire format (8 and 16 bytes), inline because every opened value and
+/* Z_2^192 as three little-endian 64-bit limbs. Every operation is straight-line code
+ * on the limbs (carries through unsigned __int128), with no branch on the values. */
+typedef struct {
+	uint64_t w[3];
+} ring192_t;
+
+static inline ring192_t ring192_from128(ring128_t a)
+{
+	return (ring192_t){{(uint64_t)a, (uint64_t)(a >> 64), 0}};
+}
+
+/* The projection to Z_2^128 and the top limb (bits 128..191). */
+static inline ring128_t ring192_lo(ring192_t a) { return ((ring128_t)a.w[1] << 64) | a.w[0]; }
+static inline ring64_t ring192_hi(ring192_t a) { return a.w[2]; }
+/* 2^128 * c: the element whose top limb is c. */
+static inline ring192_t ring192_shl128(ring64_t c) { return (ring192_t){{0, 0, c}}; }
+
+static inline ring192_t ring192_add(ring192_t a, ring192_t b)
+{
+	ring128_t t = (ring128_t)a.w[0] + b.w[0];
+	ring192_t r;
+	r.w[0] = (uint64_t)t;
+	t = (t >> 64) + a.w[1] + b.w[1];
+	r.w[1] = (uint64_t)t;
+	r.w[2] = (uint64_t)(t >> 64) + a.w[2] + b.w[2];
+	return r;
+}
+
+static inline ring192_t ring192_neg(ring192_t a)
+{
+	/* two's complement: invert and add one */
+	ring192_t r = {{~a.w[0], ~a.w[1], ~a.w[2]}};
+	return ring192_add(r, (ring192_t){{1, 0, 0}});
+}
+
+static inline ring192_t ring192_sub(ring192_t a, ring192_t b)
+{
+	return ring192_add(a, ring192_neg(b));
+}
+
+static inline ring192_t ring192_mul(ring192_t a, ring192_t b)
+{
+	ring128_t t = (ring128_t)a.w[0] * b.w[0];
+	ring192_t r;
+	r.w[0] = (uint64_t)t;
+	ring128_t c = t >> 64; /* column 1, up to 3 * 2^64 */
+	uint64_t c2 = 0;       /* column 2, mod 2^64 */
+	t = (ring128_t)a.w[0] * b.w[1];
+	c += (uint64_t)t;
+	c2 += (uint64_t)(t >> 64);
+	t = (ring128_t)a.w[1] * b.w[0];
+	c += (uint64_t)t;
+	c2 += (uint64_t)(t >> 64);
+	r.w[1] = (uint64_t)c;
+	r.w[2] = c2 + (uint64_t)(c >> 64) + a.w[0] * b.w[2] + a.w[1] * b.w[1] + a.w[2] * b.w[0];
+	return r;
+}
+
+static inline bool ring192_eq(ring192_t a, ring192_t b)
+{
+	return ((a.w[0] ^ b.w[0]) | (a.w[1] ^ b.w[1]) | (a.w[2] ^ b.w[2])) == 0;
+}
+
+/* Little-endian wire format (8, 16 and 24 bytes), inline because every opened value and
  * every PRG share goes through them. */
 static inline void ring64_store(uint8_t out[8], ring64_t a)
 {
@@ -75,6 +140,17 @@ static inline void ring128_store(uint8_t out[16], ring128_t a)
 static inline ring128_t ring128_load(const uint8_t in[16])
 {
 	return ring128_make(ring64_load(in + 8), ring64_load(in));
+}
+
+static inline void ring192_store(uint8_t out[24], ring192_t a)
+{
+	for (int i = 0; i < 3; i++)
+		ring64_store(out + 8 * i, a.w[i]);
+}
+
+static inline ring192_t ring192_load(const uint8_t in[24])
+{
+	return (ring192_t){{ring64_load(in), ring64_load(in + 8), ring64_load(in + 16)}};
 }
 
 /* Fixed point with f fractional bits, f in [RING_FXP_MIN_F, RING_FXP_MAX_F].

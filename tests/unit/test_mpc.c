@@ -501,6 +501,133 @@ START_TEST(test_faulty_triple_caught)
 }
 END_TEST
 
+/* The rushing adversary of the sacrifice: it waits for the honest parties' shares of
+ * tau (the sacrifice's zero check, the round of 16-byte openings right after the
+ * round that opens rho and sigma), computes what tau will be and changes its own
+ * share so that every tau opens to exactly zero. A dealer fault in c then passes the
+ * sacrifice, and only the MAC on the opened tau can still catch the change. */
+struct rusher {
+	size_t cnt;     /* triples per sacrifice: rho/sigma are 32 cnt bytes, tau 16 cnt */
+	bool armed;     /* the previous round was a rho/sigma opening */
+	int cancelled;  /* tau elements changed */
+	ring128_t top;  /* with top != 0: add top << 64 to tau[0] instead of cancelling */
+	bool rho;       /* add it to rho[0] instead, then cancel tau */
+};
+
+static void rush_sacrifice(void *ctx, uint64_t round, unsigned n, unsigned me,
+			   const uint8_t *const in[], const size_t in_len[], uint8_t *out,
+			   size_t out_len)
+{
+	struct rusher *r = ctx;
+	(void)round;
+	(void)in_len;
+	bool tau = r->armed && out_len == 16 * r->cnt;
+	r->armed = out_len == 32 * r->cnt;
+	if (r->armed && r->rho && r->top) {
+		ring128_store(out, ring128_load(out) + (r->top << 64));
+		r->cancelled++;
+		r->top = 0;
+	}
+	if (!tau)
+		return;
+	if (r->top) {
+		ring128_store(out, ring128_load(out) + (r->top << 64));
+		r->cancelled++;
+		r->top = 0;
+		return;
+	}
+	for (size_t e = 0; e < r->cnt; e++) {
+		ring128_t sum = ring128_load(out + 16 * e);
+		for (unsigned j = 0; j < n; j++)
+			if (j != me)
+				sum += ring128_load(in[j] + 16 * e);
+		if (sum != 0) {
+			ring128_store(out + 16 * e, ring128_load(out + 16 * e) - sum);
+			r->cancelled++;
+		}
+	}
+}
+
+/* A malicious party facing a faulty dealer triple cancels the fault in the sacrifice
+ * by adding a chosen error to its tau opening (for a fault at bit 127 of c the error
+ * lies entirely in the top 64 bits of the 128-bit opening; at bit 40 it also changes
+ * the product). The MAC check over the sacrifice's openings catches it every time:
+ * those openings carry MACs modulo 2^192, so an error in any of their 128 bits is
+ * caught except with probability about 2^-57.9. Nothing is released. With MACs
+ * modulo 2^128 only, an error of 2^127 would pass whenever chi * alpha is even. */
+START_TEST(test_sacrifice_cancel_caught)
+{
+	unsigned n = NS[_i];
+	static const unsigned bits[] = {127, 127, 127, 127, 127, 127, 127, 127, 100, 80, 63, 40};
+	int cancelled_runs = 0;
+	for (size_t c = 0; c < sizeof bits / sizeof bits[0]; c++) {
+		struct prog g;
+		struct mpch_party pp[MPC_MAX_PARTIES];
+		struct mpc_dealer *d;
+		struct rusher r = {.cnt = K};
+		fill_inputs(&g, n, 111 + c);
+		memset(g.out, 0xa5, sizeof g.out);
+		ck_assert_int_eq(mpc_dealer_new(n, &d), 0);
+		ck_assert_int_eq(mpc_dealer_inject(d, MPC_DEALER_FAULT_TRIPLE_VALUE, 5, bits[c]), 0);
+		struct mpch_opts o = {.fault_party = -1, .dealer = d, .cfg = {.prep_batch = 16},
+				      .rush_party = (int)(c % n), .rush = rush_sacrifice, .rush_ctx = &r};
+		ck_assert_int_eq(mpch_run(n, &o, prog_mul_then_abort, &g, pp), 0);
+		if (bits[c] < 127)
+			ck_assert_msg(r.cancelled > 0, "bit %u case %zu", bits[c], c); /* t 2^bit != 0 */
+		for (unsigned i = 0; i < n; i++) {
+			if (i == c % n)
+				continue; /* the adversary */
+			if (r.cancelled == 0) { /* t even: tau was 0, the fault is above 2^64 */
+				ck_assert_int_eq(pp[i].rc, 0);
+				for (int j = 0; j < K; j++)
+					ck_assert_uint_eq(g.out[i][j], g.x[j] * g.y[j] * g.x[j]);
+				continue;
+			}
+			ck_assert_msg(pp[i].rc == ERR_MAC_CHECK, "bit %u party %u rc %d (%s)", bits[c], i,
+				      pp[i].rc, pp[i].failed ? pp[i].failed : "-");
+			ck_assert_str_eq(pp[i].failed, "mac-check");
+			ck_assert_int_eq(g.after_abort[i], ERR_ABORTED);
+			for (int j = 0; j < K; j++)
+				ck_assert_uint_eq(g.out[i][j], 0xa5a5a5a5a5a5a5a5ULL);
+		}
+		cancelled_runs += r.cancelled > 0;
+		mpc_dealer_free(d);
+	}
+	ck_assert_int_ge(cancelled_runs, 4); /* 4 sure; bit 127 only when t is odd */
+}
+END_TEST
+
+/* With an honest dealer, a chosen error in the top 64 bits of the adversary's share
+ * of tau is caught (tau is not zero); a chosen error in the top 64 bits of its share
+ * of rho, followed by cancelling tau as above, is caught by the MAC check. */
+START_TEST(test_sacrifice_top_error_caught)
+{
+	unsigned n = NS[_i];
+	static const ring128_t errs[] = {(ring128_t)1 << 63, 1, 0x123456789abcdefULL};
+	for (size_t c = 0; c < 2 * sizeof errs / sizeof errs[0]; c++) {
+		struct prog g;
+		struct mpch_party pp[MPC_MAX_PARTIES];
+		struct rusher r = {.cnt = K, .top = errs[c / 2], .rho = c % 2};
+		fill_inputs(&g, n, 121 + c);
+		memset(g.out, 0xa5, sizeof g.out);
+		struct mpch_opts o = {.fault_party = -1, .cfg = {.prep_batch = 16},
+				      .rush_party = (int)(c % n), .rush = rush_sacrifice, .rush_ctx = &r};
+		ck_assert_int_eq(mpch_run(n, &o, prog_mul_then_abort, &g, pp), 0);
+		ck_assert_int_ge(r.cancelled, 1);
+		for (unsigned i = 0; i < n; i++) {
+			if (i == c % n)
+				continue; /* the adversary */
+			ck_assert_msg(pp[i].rc == ERR_MAC_CHECK, "case %zu party %u rc %d (%s)", c, i,
+				      pp[i].rc, pp[i].failed ? pp[i].failed : "-");
+			ck_assert(strcmp(pp[i].failed, "mac-check") == 0 ||
+				  strcmp(pp[i].failed, "triple-sacrifice") == 0);
+			for (int j = 0; j < K; j++)
+				ck_assert_uint_eq(g.out[i][j], 0xa5a5a5a5a5a5a5a5ULL);
+		}
+	}
+}
+END_TEST
+
 /* A triple whose MAC share is wrong passes the sacrifice (values are right) but the MAC
  * check before the reveal catches it; nothing is released. */
 START_TEST(test_bad_triple_mac_caught)
@@ -538,7 +665,7 @@ static int bad_fetch(void *ctx, unsigned party, const struct mpc_prep_req *req, 
 	struct bad_src *b = ctx;
 	int rc = mpc_dealer_fetch(b->d, party, req, payload, len);
 	if (rc == 0 && b->mode == 1)
-		(*payload)[4] = 2;
+		(*payload)[4] = 1; /* the previous version */
 	if (rc == 0 && b->mode == 2)
 		(*len)--;
 	return rc;
@@ -680,6 +807,8 @@ Suite *suite(void)
 	tcase_add_loop_test(tc, test_fmat_product, 0, nn);
 	tcase_add_loop_test(tc, test_faulty_triple_caught, 0, nn);
 	tcase_add_loop_test(tc, test_bad_triple_mac_caught, 0, nn);
+	tcase_add_loop_test(tc, test_sacrifice_cancel_caught, 0, nn);
+	tcase_add_loop_test(tc, test_sacrifice_top_error_caught, 0, nn);
 	tcase_add_test(tc, test_bad_payload_refused);
 	tcase_add_test(tc, test_transport_wrong_size);
 	tcase_add_test(tc, test_bad_arguments);

@@ -1,12 +1,15 @@
 /* mpc, malicious security: a transport that flips one random bit of one party's
  * message to one peer, at a random round of a pipeline using every operation the
  * engine has (input, linear operations, Beaver products, fixed-point product,
- * truncation, a batch of both, the fixed-mask matrix product, two reveals, the
- * sacrifice and the MAC check), over
+ * truncation, a batch of both, the fixed-mask matrix product, comparison (LTZ), select,
+ * elementwise max, argmax with index and one-hot, exp, two reveals, the sacrifice and
+ * the MAC check), over
  * many runs at N = 2, 3 and 5. In every run every party either aborts before releasing
  * a value or releases exactly the honest output; a wrong value is never released. The
  * pipeline's values are chosen so that truncation is exact, which makes the honest
- * output one fixed vector. */
+ * output one fixed vector, except exp's, whose internal truncations round at random:
+ * those are held to exp's error bound instead. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -16,13 +19,23 @@
 #include "testutil.h"
 
 #define K 4
-#define NOUT (4 * K + 3)
+#define NOUT (9 * K + 5)
 
 struct pipe {
 	ring64_t x[K], y[K], w[K * 3];
 	ring64_t out[MPC_MAX_PARTIES][NOUT];
 	bool released[MPC_MAX_PARTIES][2];
 };
+
+#define EXP_AT (8 * K + 5) /* where the exp outputs start in out[] */
+
+/* exp within the bound of docs/PROTOCOL.md (x is in the domain) */
+static bool exp_ok(const ring64_t *out, const ring64_t *x, int i)
+{
+	double xd = ring_fxp_decode(x[i], 16), want = exp(xd);
+	double got = ring_fxp_decode(out[EXP_AT + i], 16);
+	return fabs(got - want) <= (8 * want + 3) * ldexp(1.0, -16) + 1.2e-5 * want;
+}
 
 static int pipeline(struct mpch_party *pp, void *arg)
 {
@@ -67,12 +80,35 @@ static int pipeline(struct mpch_party *pp, void *arg)
 		return rc;
 	}
 	mpc_fmat_free(fm);
-	mpc_share out[3 * K + 3];
+	/* comparisons: LTZ of x, select by it, elementwise max of x and -x, argmax of the
+	 * sums x + y with index and one-hot (the maximum is the last one) */
+	mpc_share lt[K], sel[K], mx[K], nx[K], am[1], ai[1], oh[K], xy[K];
+	mpc_neg(p, nx, x, K);
+	mpc_add(p, xy, x, y, K);
+	if ((rc = mpc_ltz(p, lt, x, K)) != 0 || (rc = mpc_select(p, sel, lt, y, x, K)) != 0 ||
+	    (rc = mpc_batch_new(p, &bt)) != 0)
+		return rc;
+	if ((rc = mpc_batch_max(bt, mx, x, nx, K)) == 0)
+		rc = mpc_batch_run(bt);
+	mpc_batch_free(bt);
+	if (rc != 0 || (rc = mpc_argmax(p, am, ai, oh, xy, 1, K)) != 0)
+		return rc;
+	mpc_share ex[K];
+	if ((rc = mpc_exp(p, ex, x, K)) != 0)
+		return rc;
+	mpc_share out[NOUT - K];
 	memcpy(out, a, sizeof a);
 	memcpy(out + K, b, sizeof b);
 	memcpy(out + 2 * K, c, sizeof c);
 	memcpy(out + 3 * K, xw, sizeof xw);
-	if ((rc = mpc_reveal(p, g->out[pp->id] + K, out, 3 * K + 3)) != 0)
+	memcpy(out + 3 * K + 3, lt, sizeof lt);
+	memcpy(out + 4 * K + 3, sel, sizeof sel);
+	memcpy(out + 5 * K + 3, mx, sizeof mx);
+	memcpy(out + 6 * K + 3, oh, sizeof oh);
+	out[7 * K + 3] = am[0];
+	out[7 * K + 4] = ai[0];
+	memcpy(out + 7 * K + 5, ex, sizeof ex);
+	if ((rc = mpc_reveal(p, g->out[pp->id] + K, out, NOUT - K)) != 0)
 		return rc;
 	g->released[pp->id][1] = true;
 	return 0;
@@ -101,6 +137,19 @@ static void run_many(unsigned n, int runs, uint64_t seed)
 			acc += ((int64_t)honest.x[i] >> 16) * ((int64_t)honest.w[i * 3 + j] >> 16);
 		ck_assert_int_eq((int64_t)honest.out[0][4 * K + j], acc * 65536);
 	}
+	/* and the comparisons: x = -2, -1, 0, 1; y = 3..6; x + y = 1, 3, 5, 7 */
+	const ring64_t *h = honest.out[0] + K + 3 * K + 3;
+	for (int i = 0; i < K; i++) {
+		int64_t xi = (int64_t)honest.x[i];
+		ck_assert_uint_eq(h[i], xi < 0);
+		ck_assert_uint_eq(h[K + i], xi < 0 ? honest.y[i] : honest.x[i]);
+		ck_assert_int_eq((int64_t)h[2 * K + i], xi < 0 ? -xi : xi);
+		ck_assert_uint_eq(h[3 * K + i], i == K - 1);
+	}
+	ck_assert_uint_eq(h[4 * K], honest.x[K - 1] + honest.y[K - 1]);
+	ck_assert_uint_eq(h[4 * K + 1], K - 1);
+	for (int i = 0; i < K; i++)
+		ck_assert(exp_ok(honest.out[0], honest.x, i));
 	uint64_t R = pp[0].st.rounds;
 	ck_assert_uint_gt(R, 10);
 
@@ -120,9 +169,13 @@ static void run_many(unsigned n, int runs, uint64_t seed)
 			/* whatever a party released is exactly the honest value */
 			if (g.released[i][0])
 				ck_assert_mem_eq(g.out[i], honest.out[0], K * sizeof(ring64_t));
-			if (g.released[i][1])
+			if (g.released[i][1]) {
+				/* exact, except exp, whose truncations round at random */
 				ck_assert_mem_eq(g.out[i] + K, honest.out[0] + K,
-						 (NOUT - K) * sizeof(ring64_t));
+						 (EXP_AT - K) * sizeof(ring64_t));
+				for (int j = 0; j < K; j++)
+					ck_assert(exp_ok(g.out[i], g.x, j));
+			}
 			if (pp[i].rc == 0)
 				ck_assert(g.released[i][0] && g.released[i][1]);
 			else
@@ -133,9 +186,9 @@ static void run_many(unsigned n, int runs, uint64_t seed)
 		aborted += f && any_abort;
 		clean += f && !any_abort;
 	}
-	fprintf(stderr, "malicious N=%u: %d runs, %d faults injected, %d aborted, %d harmless "
-			"(honest output everywhere), 0 wrong releases\n",
-		n, runs, fired, aborted, clean);
+	fprintf(stderr, "malicious N=%u: %d runs over %llu rounds, %d faults injected, %d aborted, "
+			"%d harmless (honest output everywhere), 0 wrong releases\n",
+		n, runs, (unsigned long long)R, fired, aborted, clean);
 	ck_assert_int_ge(fired, runs * 9 / 10); /* the injection really happens */
 	/* every bit the protocol sends matters except the commitment to the next toss's
 	 * seed in the last check, which is never opened because the run ends there (the

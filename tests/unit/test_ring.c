@@ -1,4 +1,4 @@
-/* ring: Z_2^64 / Z_2^128 wrap exactly like the rings, the wire format is little endian,
+/* ring: Z_2^64 / Z_2^128 / Z_2^192 wrap exactly like the rings, the wire format is little endian,
  * and the fixed-point encoding rounds to nearest (ties away from zero), saturates
  * instead of wrapping, rejects NaN and bad f, and decodes exactly. */
 #include <math.h>
@@ -44,6 +44,44 @@ START_TEST(test_wire_format)
 	const uint8_t want128[16] = {8, 7, 6, 5, 4, 3, 2, 1, 0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11};
 	ck_assert_mem_eq(b, want128, 16);
 	ck_assert(ring128_load(b) == v);
+}
+END_TEST
+
+/* Z_2^192: known answers (computed with Python's big integers) for the carries across
+ * every limb, and the projection to Z_2^128 is a ring homomorphism. */
+START_TEST(test_ring192)
+{
+	static const ring192_t kat[][5] = { /* a, b, a + b, a - b, a * b */
+		{{{0xffffffffffffffffULL, 0xffffffffffffffffULL, 0xffffffffffffffffULL}}, {{0x0000000000000001ULL, 0x0000000000000000ULL, 0x0000000000000000ULL}}, {{0x0000000000000000ULL, 0x0000000000000000ULL, 0x0000000000000000ULL}}, {{0xfffffffffffffffeULL, 0xffffffffffffffffULL, 0xffffffffffffffffULL}}, {{0xffffffffffffffffULL, 0xffffffffffffffffULL, 0xffffffffffffffffULL}}},
+		{{{0xffffffffffffffffULL, 0xffffffffffffffffULL, 0x0000000000000000ULL}}, {{0x0000000000000001ULL, 0x0000000000000001ULL, 0x0000000000000000ULL}}, {{0x0000000000000000ULL, 0x0000000000000001ULL, 0x0000000000000001ULL}}, {{0xfffffffffffffffeULL, 0xfffffffffffffffeULL, 0x0000000000000000ULL}}, {{0xffffffffffffffffULL, 0xfffffffffffffffeULL, 0x0000000000000000ULL}}},
+		{{{0x1111111111111111ULL, 0xfedcba9876543210ULL, 0x0123456789abcdefULL}}, {{0x7777777777777777ULL, 0x8888888888888888ULL, 0x9999999999999999ULL}}, {{0x8888888888888888ULL, 0x87654320fedcba98ULL, 0x9abcdf0123456789ULL}}, {{0x999999999999999aULL, 0x7654320fedcba987ULL, 0x6789abcdf0123456ULL}}, {{0x6f8091a2b3c4d5e7ULL, 0x1075b8d9d8b57008ULL, 0x86f0c0f7949801d2ULL}}},
+	};
+	for (size_t i = 0; i < sizeof kat / sizeof kat[0]; i++) {
+		ck_assert(ring192_eq(ring192_add(kat[i][0], kat[i][1]), kat[i][2]));
+		ck_assert(ring192_eq(ring192_sub(kat[i][0], kat[i][1]), kat[i][3]));
+		ck_assert(ring192_eq(ring192_mul(kat[i][0], kat[i][1]), kat[i][4]));
+		ck_assert(ring192_eq(ring192_mul(kat[i][1], kat[i][0]), kat[i][4]));
+		ck_assert(ring192_eq(ring192_add(ring192_neg(kat[i][0]), kat[i][0]), ring192_from128(0)));
+		uint8_t b[24];
+		ring192_store(b, kat[i][0]);
+		ck_assert(ring192_eq(ring192_load(b), kat[i][0]));
+		ck_assert_uint_eq(ring64_load(b + 16), kat[i][0].w[2]);
+	}
+	uint64_t s = 0x9e3779b97f4a7c15ULL;
+	for (int i = 0; i < 1000; i++) {
+		ring192_t a, c;
+		for (int j = 0; j < 3; j++) {
+			s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+			a.w[j] = s ^ (s >> 29);
+			s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+			c.w[j] = s ^ (s >> 31);
+		}
+		ck_assert(ring192_lo(ring192_mul(a, c)) == ring192_lo(a) * ring192_lo(c));
+		ck_assert(ring192_lo(ring192_add(a, c)) == ring192_lo(a) + ring192_lo(c));
+		ck_assert(ring192_lo(ring192_sub(a, c)) == ring192_lo(a) - ring192_lo(c));
+	}
+	ck_assert_uint_eq(ring192_hi(ring192_shl128(7)), 7);
+	ck_assert(ring192_lo(ring192_shl128(7)) == 0);
 }
 END_TEST
 
@@ -131,6 +169,7 @@ Suite *suite(void)
 	TCase *tc = tcase_create("ring");
 	tcase_add_test(tc, test_ring_wraps);
 	tcase_add_test(tc, test_wire_format);
+	tcase_add_test(tc, test_ring192);
 	tcase_add_test(tc, test_fxp_known_answers);
 	tcase_add_test(tc, test_fxp_saturates_and_rejects);
 	tcase_add_test(tc, test_fxp_round_trip);
