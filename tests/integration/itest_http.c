@@ -21,39 +21,25 @@
 #include "err/err.h"
 #include "httpc/httpc.h"
 #include "sse/sse.h"
+#include "svcproc.h"
 #include "testutil.h"
 
-static char tmp[256], pki[300], bin_example[512], bin_pki[512], base_url[64], svc_log[320];
-static struct tu_proc svc;
+static char tmp[256], pki[300], bin_example[512], base_url[64], svc_log[400];
+static struct tu_svc svc;
 
-static int pki_run(const char *args)
-{
-	return tu_system("%s %s >>%s/pki.log 2>&1", bin_pki, args, tmp);
-}
-
-static int start_service(struct tu_proc *p, const char *name, char *url, size_t cap, char *logp,
+static int start_service(struct tu_svc *p, const char *name, char *url, size_t cap, char *logp,
 			 size_t logcap)
 {
-	char cfg[400], portf[400], json[2048];
-	snprintf(cfg, sizeof cfg, "%s/%s.json", tmp, name);
-	snprintf(portf, sizeof portf, "%s/%s.port", tmp, name);
-	snprintf(logp, logcap, "%s/%s.log", tmp, name);
-	unlink(portf);
+	char json[2048];
 	snprintf(json, sizeof json,
 		 "{\"http\": {\"port\": 0, \"threads\": 4, \"idle_timeout_s\": 2, \"drain_timeout_ms\": 5000},"
 		 " \"tls\": {\"cert\": \"%s/svc.crt\", \"key\": \"%s/svc.key\", \"ca\": \"%s/ca.crt\"},"
 		 " \"sse\": {\"heartbeat_ms\": 200}, \"feeds\": {\"max_events\": 4}}",
 		 pki, pki, pki);
-	if (tu_write_file(cfg, json, strlen(json)) != 0)
+	if (tu_svc_start(p, tmp, "mimir-example", name, json, NULL) != 0)
 		return -1;
-	char *argv[] = {bin_example, "--config", cfg, "--port-file", portf, NULL};
-	if (tu_proc_start(p, argv, logp) != 0 || tu_wait_file(portf, 5000) != 0)
-		return -1;
-	char *port = tu_read_file(portf, NULL);
-	if (!port)
-		return -1;
-	snprintf(url, cap, "https://localhost:%ld", strtol(port, NULL, 10));
-	free(port);
+	snprintf(url, cap, "%s", p->url);
+	snprintf(logp, logcap, "%s", p->log);
 	return 0;
 }
 
@@ -62,42 +48,36 @@ static void setup(void)
 	tu_tmpdir(tmp, sizeof tmp);
 	snprintf(pki, sizeof pki, "%s/pki", tmp);
 	tu_build(bin_example, sizeof bin_example, "bin/mimir-example");
-	tu_build(bin_pki, sizeof bin_pki, "bin/mimir-pki");
-	char args[2048];
 	long now = (long)time(NULL);
-	snprintf(args, sizeof args, "dev --out %s", pki);
-	ck_assert_int_eq(pki_run(args), 0);
-	snprintf(args, sizeof args,
-		 "issue --ca %s --role gateway --name svc --dns localhost --ip 127.0.0.1 --out %s", pki, pki);
-	ck_assert_int_eq(pki_run(args), 0);
-	snprintf(args, sizeof args,
-		 "issue --ca %s --role client --name expired --not-before %ld --not-after %ld --out %s",
-		 pki, now - 7200, now - 3600, pki);
-	ck_assert_int_eq(pki_run(args), 0);
-	snprintf(args, sizeof args, "ca --out %s/other --cn 'Someone Else CA'", tmp);
-	ck_assert_int_eq(pki_run(args), 0);
-	snprintf(args, sizeof args, "issue --ca %s/other --role client --name rogue --out %s/other", tmp, tmp);
-	ck_assert_int_eq(pki_run(args), 0);
+	ck_assert_int_eq(tu_pki(tmp, "dev --out %s", pki), 0);
+	ck_assert_int_eq(tu_pki(tmp, "issue --ca %s --role gateway --name svc --dns localhost --ip 127.0.0.1 --out %s",
+				pki, pki), 0);
+	ck_assert_int_eq(tu_pki(tmp, "issue --ca %s --role client --name expired --not-before %ld --not-after %ld --out %s",
+				pki, now - 7200, now - 3600, pki), 0);
+	ck_assert_int_eq(tu_pki(tmp, "ca --out %s/other --cn 'Someone Else CA'", tmp), 0);
+	ck_assert_int_eq(tu_pki(tmp, "issue --ca %s/other --role client --name rogue --out %s/other", tmp, tmp), 0);
 	ck_assert_int_eq(start_service(&svc, "example", base_url, sizeof base_url, svc_log, sizeof svc_log), 0);
 }
 
 static void teardown(void)
 {
-	int st = tu_proc_stop(&svc, SIGTERM, 10000);
-	ck_assert_msg(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "service did not exit 0 on SIGTERM");
+	tu_svc_stop(&svc);
 	tu_rmrf(tmp);
 }
 
-/* A client with the named certificate from dir (NULL name: no certificate). */
+/* A client with the named certificate from dir (NULL name: no certificate); the
+ * server is trusted through this deployment's CA only. */
 static struct httpc *client_as(const char *dir, const char *name, const char *url)
 {
+	if (dir == pki || !name)
+		return tu_client(pki, name, url ? url : base_url, IDENT_ROLE_NONE);
+	/* A certificate from elsewhere (another CA), still trusting our CA for the server. */
 	char ca[400], crt[400], key[400];
 	snprintf(ca, sizeof ca, "%s/ca.crt", pki);
-	snprintf(crt, sizeof crt, "%s/%s.crt", dir, name ? name : "");
-	snprintf(key, sizeof key, "%s/%s.key", dir, name ? name : "");
-	struct httpc_opts o = {.base_url = url ? url : base_url, .ca_file = ca,
-			       .cert_file = name ? crt : NULL, .key_file = name ? key : NULL,
-			       .timeout_ms = 10000, .retries = 0};
+	snprintf(crt, sizeof crt, "%s/%s.crt", dir, name);
+	snprintf(key, sizeof key, "%s/%s.key", dir, name);
+	struct httpc_opts o = {.base_url = url ? url : base_url, .ca_file = ca, .cert_file = crt,
+			       .key_file = key, .timeout_ms = 10000, .retries = 0};
 	struct httpc *c;
 	ck_assert_int_eq(httpc_new(&c, &o), 0);
 	return c;
@@ -105,15 +85,7 @@ static struct httpc *client_as(const char *dir, const char *name, const char *ur
 
 static bool log_contains(const char *needle, int wait_ms)
 {
-	for (int waited = 0; waited <= wait_ms; waited += 50) {
-		char *text = tu_read_file(svc_log, NULL);
-		bool found = text && strstr(text, needle);
-		free(text);
-		if (found)
-			return true;
-		usleep(50000);
-	}
-	return false;
+	return tu_file_contains(svc_log, needle, wait_ms);
 }
 
 static void assert_refused(struct httpc *c, const char *why)
@@ -629,14 +601,14 @@ static void *slow_request(void *arg)
 
 START_TEST(test_graceful_shutdown)
 {
-	struct tu_proc p;
-	char url[64], logp[320];
+	struct tu_svc p;
+	char url[64], logp[400];
 	ck_assert_int_eq(start_service(&p, "drain", url, sizeof url, logp, sizeof logp), 0);
 	struct slow_call call = {.url = url};
 	pthread_t th;
 	pthread_create(&th, NULL, slow_request, &call);
 	usleep(400000); /* the request is in the handler now */
-	kill(p.pid, SIGTERM);
+	kill(p.proc.pid, SIGTERM);
 	usleep(200000);
 	/* New connections are refused while the in-flight request finishes. */
 	int fd = connect_raw(url);
@@ -644,7 +616,7 @@ START_TEST(test_graceful_shutdown)
 	pthread_join(th, NULL);
 	ck_assert_msg(call.rc == 0 && call.status == 200,
 		      "in-flight request lost at shutdown: rc=%d status=%ld", call.rc, call.status);
-	int st = tu_proc_stop(&p, 0, 5000);
+	int st = tu_proc_stop(&p.proc, 0, 5000);
 	ck_assert_msg(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
 	char *text = tu_read_file(logp, NULL);
 	ck_assert_ptr_nonnull(strstr(text, "event=http.draining"));

@@ -24,67 +24,36 @@
 
 #include "err/err.h"
 #include "httpc/httpc.h"
+#include "svcproc.h"
 #include "testutil.h"
 
-static char tmp[256], pki[300], bin_session[512], bin_pki[512];
+static char tmp[256], pki[300];
 
 struct svc {
-	struct tu_proc proc;
-	char name[32];
-	char url[64];
-	char log[400];
+	struct tu_svc s;
 	char db[400];
 };
 static struct svc main_svc;
 
-static int pki_run(const char *args)
+/* The configuration of service `name` with its database db. */
+static void config_json(const char *name, const char *db, char *json, size_t cap)
 {
-	return tu_system("%s %s >>%s/pki.log 2>&1", bin_pki, args, tmp);
-}
-
-/* Writes the configuration of service `name` (its own database unless db is given). */
-static void write_config(const char *name, const char *db, char *cfg, size_t cap)
-{
-	char json[2048];
-	snprintf(cfg, cap, "%s/%s.json", tmp, name);
-	snprintf(json, sizeof json,
+	snprintf(json, cap,
 		 "{\"http\": {\"port\": 0, \"threads\": 4, \"idle_timeout_s\": 5},"
 		 " \"tls\": {\"cert\": \"%s/session.crt\", \"key\": \"%s/session.key\", \"ca\": \"%s/ca.crt\"},"
 		 " \"db\": {\"path\": \"%s\", \"connections\": 4},"
 		 " \"keys\": {\"secret_file\": \"%s/%s.secret\"},"
 		 " \"sessions\": {\"sweep_interval_s\": 1, \"max_ttl_s\": 86400}}",
 		 pki, pki, pki, db, tmp, name);
-	ck_assert_int_eq(tu_write_file(cfg, json, strlen(json)), 0);
 }
 
-/* Starts mimir-session as `name`, optionally under a wrapper (argv prefix). Returns 0
- * once it listens, -1 if it exited or never wrote its port file. */
+/* Starts mimir-session as `name`, optionally under a wrapper (argv prefix). */
 static int svc_start_wrapped(struct svc *s, const char *name, const char *db, char *const *wrap)
 {
-	char cfg[400], portf[400];
-	snprintf(s->name, sizeof s->name, "%s", name);
+	char json[2048];
 	snprintf(s->db, sizeof s->db, "%s", db);
-	snprintf(portf, sizeof portf, "%s/%s.port", tmp, name);
-	snprintf(s->log, sizeof s->log, "%s/%s.log", tmp, name);
-	unlink(portf);
-	write_config(name, db, cfg, sizeof cfg);
-	char *argv[16];
-	size_t n = 0;
-	for (; wrap && wrap[n]; n++)
-		argv[n] = wrap[n];
-	char *rest[] = {bin_session, "--config", cfg, "--port-file", portf, NULL};
-	for (size_t i = 0; i < 6; i++)
-		argv[n + i] = rest[i];
-	if (tu_proc_start(&s->proc, argv, s->log) != 0)
-		return -1;
-	if (tu_wait_file(portf, 8000) != 0)
-		return -1;
-	char *port = tu_read_file(portf, NULL);
-	if (!port)
-		return -1;
-	snprintf(s->url, sizeof s->url, "https://localhost:%ld", strtol(port, NULL, 10));
-	free(port);
-	return 0;
+	config_json(name, db, json, sizeof json);
+	return tu_svc_start(&s->s, tmp, "mimir-session", name, json, wrap);
 }
 
 static int svc_start(struct svc *s, const char *name, const char *db)
@@ -94,9 +63,7 @@ static int svc_start(struct svc *s, const char *name, const char *db)
 
 static void svc_stop(struct svc *s)
 {
-	int st = tu_proc_stop(&s->proc, SIGTERM, 15000);
-	ck_assert_msg(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-		      "%s did not exit 0 on SIGTERM (status %d)", s->name, st);
+	tu_svc_stop(&s->s);
 }
 
 static void setup(void)
@@ -104,11 +71,7 @@ static void setup(void)
 	ck_assert_int_ge(sodium_init(), 0);
 	tu_tmpdir(tmp, sizeof tmp);
 	snprintf(pki, sizeof pki, "%s/pki", tmp);
-	tu_build(bin_session, sizeof bin_session, "bin/mimir-session");
-	tu_build(bin_pki, sizeof bin_pki, "bin/mimir-pki");
-	char args[512];
-	snprintf(args, sizeof args, "dev --out %s", pki);
-	ck_assert_int_eq(pki_run(args), 0);
+	ck_assert_int_eq(tu_pki(tmp, "dev --out %s", pki), 0);
 	char db[400];
 	snprintf(db, sizeof db, "%s/main.db", tmp);
 	ck_assert_int_eq(svc_start(&main_svc, "main", db), 0);
@@ -123,20 +86,12 @@ static void teardown(void)
 /* A client with the named certificate of the dev PKI, expecting the session role. */
 static struct httpc *client_at(const char *name, const char *url)
 {
-	char ca[400], crt[400], key[400];
-	snprintf(ca, sizeof ca, "%s/ca.crt", pki);
-	snprintf(crt, sizeof crt, "%s/%s.crt", pki, name);
-	snprintf(key, sizeof key, "%s/%s.key", pki, name);
-	struct httpc_opts o = {.base_url = url, .ca_file = ca, .cert_file = crt, .key_file = key,
-			       .expect_role = IDENT_ROLE_SESSION, .timeout_ms = 15000, .retries = 0};
-	struct httpc *c;
-	ck_assert_int_eq(httpc_new(&c, &o), 0);
-	return c;
+	return tu_client(pki, name, url, IDENT_ROLE_SESSION);
 }
 
 static struct httpc *client_as(const char *name)
 {
-	return client_at(name, main_svc.url);
+	return client_at(name, main_svc.s.url);
 }
 
 /* One request; asserts the status; returns the JSON body (NULL for an empty one). */
@@ -447,9 +402,7 @@ START_TEST(test_role_refusals)
 	json_decref(call(admin, "POST", path, "{\"status\": \"ready\"}", 403));
 	/* A registered party outside the session may not read it. */
 	json_decref(create_party(admin, "party3", 201));
-	char args[1024];
-	snprintf(args, sizeof args, "issue --ca %s --role party --name party3 --dns localhost --out %s", pki, pki);
-	ck_assert_int_eq(pki_run(args), 0);
+	ck_assert_int_eq(tu_pki(tmp, "issue --ca %s --role party --name party3 --dns localhost --out %s", pki, pki), 0);
 	struct httpc *outsider = client_as("party3");
 	snprintf(path, sizeof path, "/v1/sessions/%s", sid);
 	json_decref(call(outsider, "GET", path, NULL, 403));
@@ -649,7 +602,7 @@ START_TEST(test_kill9_loses_no_acknowledged_write)
 	snprintf(db, sizeof db, "%s/k9.db", tmp);
 	ck_assert_int_eq(svc_start(&s, "k9", db), 0);
 	/* A session and a key from before, to check they survive too. */
-	struct httpc *admin = client_at("admin", s.url);
+	struct httpc *admin = client_at("admin", s.s.url);
 	json_t *m = create_model(admin, "k9-base", 3);
 	ensure_parties(admin);
 	json_t *ses = create_session(admin, str(m, "id"));
@@ -671,7 +624,7 @@ START_TEST(test_kill9_loses_no_acknowledged_write)
 	struct writer w[WRITERS];
 	pthread_t th[WRITERS];
 	for (int i = 0; i < WRITERS; i++) {
-		w[i] = (struct writer){s.url, i, &mu, acked, &n_acked, CAP, &stop, 0};
+		w[i] = (struct writer){s.s.url, i, &mu, acked, &n_acked, CAP, &stop, 0};
 		pthread_create(&th[i], NULL, write_loop, &w[i]);
 	}
 	/* Kill once plenty are acknowledged, with the writers still going. */
@@ -683,8 +636,8 @@ START_TEST(test_kill9_loses_no_acknowledged_write)
 			break;
 		usleep(10000);
 	}
-	kill(s.proc.pid, SIGKILL);
-	int st = tu_proc_stop(&s.proc, SIGKILL, 5000);
+	kill(s.s.proc.pid, SIGKILL);
+	int st = tu_proc_stop(&s.s.proc, SIGKILL, 5000);
 	ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
 	stop = true;
 	int errors = 0;
@@ -698,7 +651,7 @@ START_TEST(test_kill9_loses_no_acknowledged_write)
 
 	/* Same database, new process: every acknowledged write is there. */
 	ck_assert_int_eq(svc_start(&s, "k9", db), 0);
-	admin = client_at("admin", s.url);
+	admin = client_at("admin", s.s.url);
 	for (size_t i = 0; i < total; i++) {
 		char path[64];
 		snprintf(path, sizeof path, "/v1/models/%.31s", acked[i][0]);
@@ -715,7 +668,7 @@ START_TEST(test_kill9_loses_no_acknowledged_write)
 	char path[64];
 	snprintf(path, sizeof path, "/v1/sessions/%s", sid);
 	json_decref(call(admin, "GET", path, NULL, 200));
-	struct httpc *gw = client_at("gateway", s.url);
+	struct httpc *gw = client_at("gateway", s.s.url);
 	snprintf(body, sizeof body, "{\"key\": \"%s\", \"session\": \"%s\"}", key, sid);
 	v = call(gw, "POST", "/v1/keys/verify", body, 200);
 	ck_assert(json_is_true(json_object_get(v, "valid")));
@@ -742,10 +695,7 @@ static int64_t db_int(const char *db, const char *sql)
 
 static bool log_contains(const struct svc *s, const char *needle)
 {
-	char *text = tu_read_file(s->log, NULL);
-	bool found = text && strstr(text, needle);
-	free(text);
-	return found;
+	return tu_file_contains(s->s.log, needle, 0);
 }
 
 START_TEST(test_read_only_database)
@@ -754,7 +704,7 @@ START_TEST(test_read_only_database)
 	char db[400];
 	snprintf(db, sizeof db, "%s/ro.db", tmp);
 	ck_assert_int_eq(svc_start(&s, "ro", db), 0);
-	struct httpc *admin = client_at("admin", s.url);
+	struct httpc *admin = client_at("admin", s.s.url);
 	json_t *m = create_model(admin, "ro-model", 2);
 	char mid[32];
 	snprintf(mid, sizeof mid, "%s", str(m, "id"));
@@ -777,7 +727,7 @@ START_TEST(test_read_only_database)
 	}
 	ck_assert_int_eq(chmod(db, 0444), 0);
 	ck_assert_int_eq(svc_start_wrapped(&s, "ro", db, wrap), 0);
-	admin = client_at("admin", s.url);
+	admin = client_at("admin", s.s.url);
 	char path[64];
 	snprintf(path, sizeof path, "/v1/models/%s", mid);
 	json_decref(call(admin, "GET", path, NULL, 200)); /* reads still work */
@@ -793,7 +743,7 @@ START_TEST(test_read_only_database)
 	/* Writable again: nothing was lost or damaged. */
 	ck_assert_int_eq(chmod(db, 0644), 0);
 	ck_assert_int_eq(svc_start(&s, "ro", db), 0);
-	admin = client_at("admin", s.url);
+	admin = client_at("admin", s.s.url);
 	json_decref(call(admin, "GET", path, NULL, 200));
 	json_t *v = call(admin, "GET", "/v1/audit/verify", NULL, 200);
 	ck_assert(json_is_true(json_object_get(v, "ok")));
@@ -816,7 +766,7 @@ START_TEST(test_read_only_database)
 	ck_assert_int_eq(mkdir(ro_dir, 0500), 0);
 	snprintf(ro_db, sizeof ro_db, "%s/new.db", ro_dir);
 	ck_assert_int_eq(svc_start_wrapped(&s, "locked", ro_db, wrap), -1);
-	int status = tu_proc_stop(&s.proc, 0, 5000);
+	int status = tu_proc_stop(&s.s.proc, 0, 5000);
 	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1);
 	ck_assert(log_contains(&s, "event=session.open_failed"));
 	ck_assert(log_contains(&s, "new.db"));
@@ -834,7 +784,7 @@ START_TEST(test_full_disk_through_api)
 	char db[400];
 	snprintf(db, sizeof db, "%s/full.db", tmp);
 	ck_assert_int_eq(svc_start(&s, "full", db), 0);
-	struct httpc *admin = client_at("admin", s.url);
+	struct httpc *admin = client_at("admin", s.s.url);
 	json_decref(create_model(admin, "full-base", 2));
 	httpc_free(admin);
 	svc_stop(&s);
@@ -844,7 +794,7 @@ START_TEST(test_full_disk_through_api)
 	snprintf(fsize, sizeof fsize, "--fsize=%lld", (long long)st.st_size + 256 * 1024);
 	char *wrap[] = {"/usr/bin/prlimit", fsize, "--", NULL};
 	ck_assert_int_eq(svc_start_wrapped(&s, "full", db, wrap), 0);
-	admin = client_at("admin", s.url);
+	admin = client_at("admin", s.s.url);
 	char big[3000];
 	memset(big, 'x', sizeof big - 1);
 	big[sizeof big - 1] = '\0';
@@ -879,7 +829,7 @@ START_TEST(test_full_disk_through_api)
 	svc_stop(&s);
 	/* Room again: every acknowledged write is there and the chain is whole. */
 	ck_assert_int_eq(svc_start(&s, "full", db), 0);
-	admin = client_at("admin", s.url);
+	admin = client_at("admin", s.s.url);
 	for (int i = 0; i < n_acked; i++) {
 		char path[64];
 		snprintf(path, sizeof path, "/v1/parties/%.31s", acked[i]);
@@ -903,7 +853,7 @@ START_TEST(test_tampering_detected_through_api)
 	char db[400];
 	snprintf(db, sizeof db, "%s/tamper.db", tmp);
 	ck_assert_int_eq(svc_start(&s, "tamper", db), 0);
-	struct httpc *admin = client_at("admin", s.url);
+	struct httpc *admin = client_at("admin", s.s.url);
 	for (int i = 0; i < 4; i++) {
 		char name[16];
 		snprintf(name, sizeof name, "t%d", i);
@@ -927,7 +877,7 @@ START_TEST(test_tampering_detected_through_api)
 	sqlite3_close(h);
 	ck_assert_int_eq(db_int(db, "SELECT count(*) FROM audit WHERE actor = 'admin:nobody'"), 1);
 	ck_assert_int_eq(svc_start(&s, "tamper", db), 0);
-	admin = client_at("admin", s.url);
+	admin = client_at("admin", s.s.url);
 	json_t *v = call(admin, "GET", anchor, NULL, 200);
 	ck_assert(json_is_false(json_object_get(v, "ok")));
 	ck_assert_int_eq(json_integer_value(json_object_get(v, "first_bad_seq")), 2);
@@ -951,7 +901,7 @@ START_TEST(test_startup_errors_are_clear)
 	ck_assert_int_eq(tu_write_file(secret, hex, 64), 0);
 	chmod(secret, 0644);
 	ck_assert_int_eq(svc_start(&s, "se", db), -1);
-	int st = tu_proc_stop(&s.proc, 0, 5000);
+	int st = tu_proc_stop(&s.s.proc, 0, 5000);
 	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1);
 	ck_assert(log_contains(&s, "chmod 600"));
 	/* The right mode: it starts, and the database remembers this secret... */
@@ -961,9 +911,9 @@ START_TEST(test_startup_errors_are_clear)
 	/* ...so another secret is refused instead of silently breaking every key. */
 	hexrand(hex, 32);
 	ck_assert_int_eq(tu_write_file(secret, hex, 64), 0);
-	unlink(s.log);
+	unlink(s.s.log);
 	ck_assert_int_eq(svc_start(&s, "se", db), -1);
-	st = tu_proc_stop(&s.proc, 0, 5000);
+	st = tu_proc_stop(&s.s.proc, 0, 5000);
 	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1);
 	ck_assert(log_contains(&s, "secret is not the one"));
 }
