@@ -21,7 +21,7 @@
 
 static int h_round(struct http_req *r, void *ctx) { return mnet_hub_deliver(ctx, r); }
 static const struct http_route routes[] = {
-	{"POST", MNET_ROUTE, h_round, HTTP_ROLE(IDENT_ROLE_PARTY), MNET_HDR_LEN + MNET_MAX_DATA, HTTP_ROUTE_QUIET},
+	{"POST", MNET_ROUTE, h_round, HTTP_ROLE(IDENT_ROLE_PARTY), MNET_HDR_LEN + MNET_MAX_DATA, HTTP_ROUTE_QUIET | HTTP_ROUTE_SECRET},
 	{NULL, NULL, NULL, 0, 0, 0},
 };
 

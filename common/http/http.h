@@ -40,6 +40,7 @@ typedef int (*http_handler_fn)(struct http_req *req, void *svc_ctx);
 /* Route flags. */
 #define HTTP_ROUTE_QUIET 1u /* per-request access log at debug level (high-rate routes
 			       such as MPC rounds); failures are still logged */
+#define HTTP_ROUTE_SECRET 2u /* the request body carries secrets: wiped when released */
 
 struct http_route {
 	const char *method;  /* "GET", "POST", ... ; NULL ends the table */
@@ -119,6 +120,10 @@ int http_reply_header(struct http_req *r, const char *name, const char *value);
 int http_reply_json(struct http_req *r, unsigned status, json_t *body);
 int http_reply_data(struct http_req *r, unsigned status, const char *content_type,
 		    const void *data, size_t len);
+/* Like http_reply_data for secret bytes (seeds, shares): the server's copy is wiped
+ * when the response is released. */
+int http_reply_secret(struct http_req *r, unsigned status, const char *content_type,
+		      const void *data, size_t len);
 /* problem+json (RFC 9457) for code, with the code's status. field may be NULL. */
 int http_reply_problem(struct http_req *r, int code, const char *detail, const char *field);
 int http_reply_problem_status(struct http_req *r, int code, unsigned status,

@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <sodium.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -301,6 +302,37 @@ int http_reply_data(struct http_req *r, unsigned status, const char *content_typ
 		     MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_MUST_COPY));
 }
 
+/* A secret response body: its length lives just before the bytes, so the free callback
+ * (which gets only the pointer) can wipe all of it. */
+struct secret_body {
+	size_t len;
+	max_align_t align[];
+};
+
+static void secret_free(void *p)
+{
+	struct secret_body *b = (struct secret_body *)((char *)p - offsetof(struct secret_body, align));
+	sodium_memzero(p, b->len);
+	free(b);
+}
+
+int http_reply_secret(struct http_req *r, unsigned status, const char *content_type,
+		      const void *data, size_t len)
+{
+	struct secret_body *b = malloc(sizeof *b + (len ? len : 1));
+	if (!b)
+		return http_reply_problem(r, ERR_NOMEM, NULL, NULL);
+	b->len = len;
+	memcpy(b->align, data, len);
+	struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(len, b->align, secret_free);
+	if (!resp) {
+		secret_free(b->align);
+		return ERR_NOMEM;
+	}
+	r->resp_bytes = len;
+	return queue(r, status, content_type, resp);
+}
+
 static int reply_json_ctype(struct http_req *r, unsigned status, json_t *body, const char *ctype)
 {
 	if (!body)
@@ -468,7 +500,8 @@ static void first_call(struct http_server *s, struct http_req *r)
 		http_reply_problem(r, ERR_FORBIDDEN, detail, NULL);
 		return;
 	}
-	buf_init(&r->body, r->route->max_body ? r->route->max_body : s->cfg.max_body, false);
+	buf_init(&r->body, r->route->max_body ? r->route->max_body : s->cfg.max_body,
+		 (r->route->flags & HTTP_ROUTE_SECRET) != 0);
 	const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	if (cl) {
 		char *end;

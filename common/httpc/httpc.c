@@ -95,6 +95,8 @@ void httpc_resp_free(struct httpc_resp *r)
 {
 	if (!r)
 		return;
+	if (r->body)
+		sodium_memzero(r->body, r->len);
 	free(r->body);
 	r->body = NULL;
 	r->len = 0;
@@ -330,7 +332,7 @@ int httpc_request(struct httpc *c, const char *method, const char *path,
 		httpc_resp_free(resp);
 		memset(resp, 0, sizeof *resp);
 		struct xfer x = {.resp = resp};
-		buf_init(&x.body, c->o.max_response, false);
+		buf_init(&x.body, c->o.max_response, c->o.wipe_responses);
 		CURLcode cc = CURLE_OK;
 		rc = perform(c, method, path, extra_headers, content_type, body, len, &x, &cc);
 		resp->body = buf_steal(&x.body, &resp->len);
@@ -414,7 +416,7 @@ int httpc_multi_run(struct httpc_multi *hm, struct httpc_call *calls, size_t n)
 		struct httpc_call *k = &calls[i];
 		memset(&k->resp, 0, sizeof k->resp);
 		xs[i].resp = &k->resp;
-		buf_init(&xs[i].body, k->c->o.max_response, false);
+		buf_init(&xs[i].body, k->c->o.max_response, k->c->o.wipe_responses);
 		k->rc = xfer_setup(k->c, k->method, k->path, NULL, k->content_type, k->body, k->len, &xs[i]);
 		if (k->rc == 0 && curl_multi_add_handle(hm->m, k->c->curl) != CURLM_OK)
 			k->rc = ERR_IO;

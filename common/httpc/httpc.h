@@ -34,6 +34,7 @@ struct httpc_opts {
 	unsigned retries;            /* extra attempts for retryable failures, default 2 */
 	long backoff_ms;             /* first backoff, doubled each retry, default 100 */
 	size_t max_response;         /* bytes, default 16 MiB */
+	bool wipe_responses;         /* responses carry secrets: wipe every copy (growth, free) */
 };
 
 struct httpc_resp {

@@ -70,7 +70,7 @@ void mnet_hub_free(struct mnet_hub *hub);
  * registered sender, 409 replayed or out-of-order round (the generation is aborted),
  * 410 the generation was aborted, 503 over the memory bound. The route must admit
  * only the party role: {"POST", MNET_ROUTE, handler, HTTP_ROLE(IDENT_ROLE_PARTY),
- * MNET_HDR_LEN + MNET_MAX_DATA, HTTP_ROUTE_QUIET}. */
+ * MNET_HDR_LEN + MNET_MAX_DATA, HTTP_ROUTE_QUIET | HTTP_ROUTE_SECRET}. */
 int mnet_hub_deliver(struct mnet_hub *hub, struct http_req *req);
 
 /* ---- sending side: one net per party and generation ---- */
