@@ -592,7 +592,7 @@ static void *slow_request(void *arg)
 	struct slow_call *s = arg;
 	struct httpc *c = client_as(pki, "client", s->url);
 	struct httpc_resp r;
-	s->rc = httpc_request(c, "POST", "/v1/work", NULL, "application/json", "{\"ms\": 1500}", 12, &r);
+	s->rc = httpc_request(c, "POST", "/v1/work", NULL, "application/json", "{\"ms\": 3000}", 12, &r);
 	s->status = r.status;
 	httpc_resp_free(&r);
 	httpc_free(c);
@@ -607,7 +607,20 @@ START_TEST(test_graceful_shutdown)
 	struct slow_call call = {.url = url};
 	pthread_t th;
 	pthread_create(&th, NULL, slow_request, &call);
-	usleep(400000); /* the request is in the handler now */
+	/* Wait until the service is inside the slow request (the scrape itself is the
+	 * other request in flight), so the test does not depend on the machine's speed. */
+	bool inside = false;
+	struct httpc *probe = client_as(pki, "client", url);
+	for (int i = 0; i < 250 && !inside; i++) {
+		struct httpc_resp r;
+		if (httpc_request(probe, "GET", "/metrics", NULL, NULL, NULL, 0, &r) == 0)
+			inside = strstr(r.body, "mimir_http_requests_in_flight 2") != NULL;
+		httpc_resp_free(&r);
+		if (!inside)
+			usleep(20000);
+	}
+	httpc_free(probe);
+	ck_assert_msg(inside, "the slow request never reached the service");
 	kill(p.proc.pid, SIGTERM);
 	usleep(200000);
 	/* New connections are refused while the in-flight request finishes. */
