@@ -9,6 +9,7 @@
 #include <sodium.h>
 
 #include "err/err.h"
+#include "log/log.h"
 #include "example.h"
 #include "sse/sse.h"
 
@@ -61,6 +62,9 @@ int example_work(struct http_req *r, void *ctx)
 	if (rc != 0)
 		return rc;
 	json_decref(doc);
+	/* Blocks this worker thread (and the connections it serves): a real service hands
+	 * long work to threads of its own and answers through a stream. */
+	LOG_INFO("example.work_started", LOG_I("ms", ms));
 	usleep((useconds_t)ms * 1000);
 	return http_reply_json(r, 200, json_pack("{s:I}", "slept_ms", (json_int_t)ms));
 }
