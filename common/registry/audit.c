@@ -67,6 +67,14 @@ int reg_actor_check(const struct reg_actor *who)
 	return 0;
 }
 
+int reg_write_args(const struct reg *r, bool args_ok, const struct reg_actor *who)
+{
+	reg_error_clear();
+	if (!r || !args_ok)
+		return reg_fail(ERR_INVALID, NULL, "missing argument");
+	return reg_actor_check(who);
+}
+
 int reg_audit_append(struct reg_conn *c, const struct reg_actor *who, const char *action,
 		     const char *object_type, const char *object_id, json_t *detail)
 {
@@ -139,9 +147,15 @@ out:
 	return rc;
 }
 
-static void read_entry(sqlite3_stmt *st, struct reg_audit_entry *e)
+/* The sequence number is the page cursor. */
+static int read_entry(struct reg_conn *c, sqlite3_stmt *st, void *item, int64_t *seq, void *extra)
 {
+	(void)c;
+	(void)extra;
+	struct reg_audit_entry *e = item;
 	e->seq = sqlite3_column_int64(st, 0);
+	if (seq)
+		*seq = e->seq;
 	e->ts_ms = sqlite3_column_int64(st, 1);
 	reg_col_text(st, 2, e->actor, sizeof e->actor);
 	reg_col_text(st, 3, e->action, sizeof e->action);
@@ -151,60 +165,23 @@ static void read_entry(sqlite3_stmt *st, struct reg_audit_entry *e)
 	reg_col_text(st, 7, e->request_id, sizeof e->request_id);
 	reg_col_blob(st, 8, e->prev_hash, REG_HASH_LEN);
 	reg_col_blob(st, 9, e->hash, REG_HASH_LEN);
+	return 0;
 }
 
-struct list_args {
-	int64_t after;
-	size_t limit;
-	struct reg_audit_entry *items;
-	size_t n;
-	int64_t next;
+/* Entries have no public id: the log is only listed, never looked up one by one. */
+static const struct reg_entity audit_entity = {
+	.list = S_AUDIT_LIST, .read = read_entry, .size = sizeof(struct reg_audit_entry),
+	.one_range_error = true,
 };
-
-static int list_tx(struct reg_conn *c, void *arg)
-{
-	struct list_args *a = arg;
-	a->n = 0;
-	a->next = 0;
-	sqlite3_stmt *st = reg_stmt(c, S_AUDIT_LIST);
-	if (!st)
-		return reg_step(c, st);
-	sqlite3_bind_int64(st, 1, a->after);
-	sqlite3_bind_int64(st, 2, (int64_t)a->limit + 1);
-	int rc;
-	while ((rc = reg_step(c, st)) == SQLITE_ROW) {
-		if (a->n == a->limit) {
-			a->next = a->items[a->n - 1].seq;
-			break;
-		}
-		read_entry(st, &a->items[a->n++]);
-	}
-	sqlite3_reset(st);
-	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : rc;
-}
 
 int reg_audit_list(struct reg *r, int64_t after_seq, size_t limit, struct reg_audit_entry **items,
 		   size_t *n, int64_t *next)
 {
-	*items = NULL;
-	*n = 0;
-	*next = 0;
-	reg_error_clear();
-	if (limit < 1 || limit > REG_PAGE_MAX || after_seq < 0)
-		return reg_fail(ERR_RANGE, limit < 1 || limit > REG_PAGE_MAX ? "limit" : "after",
-				"limit must be 1-%d and the cursor non-negative", REG_PAGE_MAX);
-	struct list_args a = {.after = after_seq, .limit = limit, .items = calloc(limit, sizeof *a.items)};
-	if (!a.items)
-		return reg_fail(ERR_NOMEM, NULL, "out of memory");
-	int rc = reg_tx(r, REG_TX_READ, list_tx, &a);
-	if (rc != 0 || a.n == 0) {
-		free(a.items);
-		return rc;
-	}
-	*items = a.items;
-	*n = a.n;
-	*next = a.next;
-	return 0;
+	struct reg_list_query q = {.after = after_seq, .limit = limit};
+	void *page;
+	int rc = reg_list(r, &audit_entity, &q, &page, n, next);
+	*items = page;
+	return rc;
 }
 
 static int head_read(struct reg_conn *c, struct reg_audit_head *h)

@@ -293,6 +293,15 @@ static const char *const state_names[REG_STATE_COUNT] = {"created", "ready", "ac
 static const char *const role_names[] = {"party", "dealer"};
 static const char *const status_names[] = {"active", "suspended", "retired"};
 
+/* The index of s in names[0..n), or -1 (also for NULL). */
+static int name_index(const char *const *names, int n, const char *s)
+{
+	for (int i = 0; s && i < n; i++)
+		if (strcmp(s, names[i]) == 0)
+			return i;
+	return -1;
+}
+
 const char *reg_state_name(enum reg_state s)
 {
 	return (unsigned)s < REG_STATE_COUNT ? state_names[s] : "unknown";
@@ -300,12 +309,10 @@ const char *reg_state_name(enum reg_state s)
 
 int reg_state_parse(const char *s, enum reg_state *out)
 {
-	for (int i = 0; s && i < REG_STATE_COUNT; i++)
-		if (strcmp(s, state_names[i]) == 0) {
-			*out = (enum reg_state)i;
-			return 0;
-		}
-	return ERR_INVALID;
+	int i = name_index(state_names, REG_STATE_COUNT, s);
+	if (i >= 0)
+		*out = (enum reg_state)i;
+	return i >= 0 ? 0 : ERR_INVALID;
 }
 
 const char *reg_party_role_name(enum reg_party_role r)
@@ -315,12 +322,10 @@ const char *reg_party_role_name(enum reg_party_role r)
 
 int reg_party_role_parse(const char *s, enum reg_party_role *out)
 {
-	for (int i = 0; s && i < 2; i++)
-		if (strcmp(s, role_names[i]) == 0) {
-			*out = (enum reg_party_role)i;
-			return 0;
-		}
-	return ERR_INVALID;
+	int i = name_index(role_names, 2, s);
+	if (i >= 0)
+		*out = (enum reg_party_role)i;
+	return i >= 0 ? 0 : ERR_INVALID;
 }
 
 const char *reg_party_status_name(enum reg_party_status s)
@@ -330,12 +335,10 @@ const char *reg_party_status_name(enum reg_party_status s)
 
 int reg_party_status_parse(const char *s, enum reg_party_status *out)
 {
-	for (int i = 0; s && i < 3; i++)
-		if (strcmp(s, status_names[i]) == 0) {
-			*out = (enum reg_party_status)i;
-			return 0;
-		}
-	return ERR_INVALID;
+	int i = name_index(status_names, 3, s);
+	if (i >= 0)
+		*out = (enum reg_party_status)i;
+	return i >= 0 ? 0 : ERR_INVALID;
 }
 
 /* ---- the connection pool and the transaction runner ---- */

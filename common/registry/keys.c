@@ -52,9 +52,11 @@ static bool key_parse(const char *text, char id[REG_ID_SIZE])
 	return reg_id_ok(id, "key_");
 }
 
-static int read_key(struct reg_conn *c, sqlite3_stmt *st, struct reg_key *k, int64_t *rid,
-		    uint8_t *hash)
+/* extra: when set, REG_HASH_LEN bytes that receive the stored hash. */
+static int read_key(struct reg_conn *c, sqlite3_stmt *st, void *item, int64_t *rid, void *extra)
 {
+	struct reg_key *k = item;
+	uint8_t *hash = extra;
 	memset(k, 0, sizeof *k);
 	int64_t r = sqlite3_column_int64(st, 0);
 	if (rid)
@@ -77,23 +79,11 @@ static int read_key(struct reg_conn *c, sqlite3_stmt *st, struct reg_key *k, int
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : rc;
 }
 
-static int find_key(struct reg_conn *c, const char *id, struct reg_key *k, int64_t *rid, uint8_t *hash)
-{
-	if (!reg_id_ok(id, "key_"))
-		return reg_fail(ERR_NOT_FOUND, "id", "no API key with this id");
-	sqlite3_stmt *st = reg_stmt(c, S_KEY_BY_ID);
-	if (!st)
-		return reg_step(c, st);
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-	int rc = reg_step(c, st);
-	if (rc == SQLITE_DONE)
-		return reg_fail(ERR_NOT_FOUND, "id", "no API key with this id");
-	if (rc != SQLITE_ROW)
-		return rc;
-	rc = read_key(c, st, k, rid, hash);
-	sqlite3_reset(st);
-	return rc;
-}
+static const struct reg_entity key_entity = {
+	.prefix = "key_", .not_found = "no API key with this id",
+	.by_id = S_KEY_BY_ID, .list = S_KEY_LIST,
+	.read = read_key, .size = sizeof(struct reg_key),
+};
 
 /* ---- create ---- */
 
@@ -177,11 +167,8 @@ static int create_tx(struct reg_conn *c, void *arg)
 int reg_key_create(struct reg *r, const struct reg_actor *who, const struct reg_key_spec *s,
 		   struct reg_key *out, char text[REG_KEY_TEXT_SIZE])
 {
-	reg_error_clear();
-	int rc;
-	if (!r || !s || !out || !text)
-		return reg_fail(ERR_INVALID, NULL, "missing argument");
-	if ((rc = reg_actor_check(who)) != 0)
+	int rc = reg_write_args(r, s && out && text, who);
+	if (rc != 0)
 		return rc;
 	if (s->name && !reg_text_ok(s->name, REG_NAME_MAX, true))
 		return reg_fail(ERR_INVALID, "name", "name must be at most %d bytes without control "
@@ -210,84 +197,19 @@ int reg_key_create(struct reg *r, const struct reg_actor *who, const struct reg_
 
 /* ---- reads ---- */
 
-struct get_args {
-	const char *id;
-	struct reg_key *out;
-};
-
-static int get_tx(struct reg_conn *c, void *arg)
-{
-	struct get_args *a = arg;
-	return find_key(c, a->id, a->out, NULL, NULL);
-}
-
 int reg_key_get(struct reg *r, const char *id, struct reg_key *out)
 {
-	reg_error_clear();
-	if (!r || !out)
-		return reg_fail(ERR_INVALID, NULL, "missing argument");
-	struct get_args a = {id, out};
-	return reg_tx(r, REG_TX_READ, get_tx, &a);
-}
-
-struct list_args {
-	const char *session_id;
-	int64_t after;
-	size_t limit;
-	struct reg_key *items;
-	size_t n;
-	int64_t next;
-};
-
-static int list_tx(struct reg_conn *c, void *arg)
-{
-	struct list_args *a = arg;
-	a->n = 0;
-	a->next = 0;
-	sqlite3_stmt *st = reg_stmt(c, S_KEY_LIST);
-	if (!st)
-		return reg_step(c, st);
-	sqlite3_bind_int64(st, 1, a->after);
-	sqlite3_bind_int64(st, 2, (int64_t)a->limit + 1);
-	reg_bind_text(st, 3, a->session_id);
-	int rc;
-	int64_t last = 0;
-	while ((rc = reg_step(c, st)) == SQLITE_ROW) {
-		if (a->n == a->limit) {
-			a->next = last;
-			break;
-		}
-		if ((rc = read_key(c, st, &a->items[a->n++], &last, NULL)) != 0)
-			break;
-	}
-	sqlite3_reset(st);
-	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : rc;
+	return reg_get(r, &key_entity, id, out);
 }
 
 int reg_key_list(struct reg *r, const char *session_id, int64_t after, size_t limit,
 		 struct reg_key **items, size_t *n, int64_t *next)
 {
-	*items = NULL;
-	*n = 0;
-	*next = 0;
-	reg_error_clear();
-	if (limit < 1 || limit > REG_PAGE_MAX)
-		return reg_fail(ERR_RANGE, "limit", "limit must be between 1 and %d", REG_PAGE_MAX);
-	if (after < 0)
-		return reg_fail(ERR_RANGE, "after", "the cursor is not valid");
-	struct list_args a = {.session_id = session_id, .after = after, .limit = limit,
-			      .items = calloc(limit, sizeof *a.items)};
-	if (!a.items)
-		return reg_fail(ERR_NOMEM, NULL, "out of memory");
-	int rc = reg_tx(r, REG_TX_READ, list_tx, &a);
-	if (rc != 0 || a.n == 0) {
-		free(a.items);
-		return rc;
-	}
-	*items = a.items;
-	*n = a.n;
-	*next = a.next;
-	return 0;
+	struct reg_list_query q = {.after = after, .limit = limit, .filter = {session_id}, .n_filter = 1};
+	void *page;
+	int rc = reg_list(r, &key_entity, &q, &page, n, next);
+	*items = page;
+	return rc;
 }
 
 /* ---- revoke ---- */
@@ -302,7 +224,7 @@ static int revoke_tx(struct reg_conn *c, void *arg)
 {
 	struct revoke_args *a = arg;
 	int64_t rid;
-	int rc = find_key(c, a->id, a->out, &rid, NULL);
+	int rc = reg_find(c, &key_entity, a->id, a->out, &rid, NULL);
 	if (rc != 0 || a->out->revoked_ms)
 		return rc;
 	a->out->revoked_ms = reg_now(c->reg);
@@ -320,11 +242,8 @@ static int revoke_tx(struct reg_conn *c, void *arg)
 int reg_key_revoke(struct reg *r, const struct reg_actor *who, const char *id,
 		   struct reg_key *out)
 {
-	reg_error_clear();
-	int rc;
-	if (!r || !out)
-		return reg_fail(ERR_INVALID, NULL, "missing argument");
-	if ((rc = reg_actor_check(who)) != 0)
+	int rc = reg_write_args(r, out != NULL, who);
+	if (rc != 0)
 		return rc;
 	struct revoke_args a = {who, id, out};
 	return reg_tx(r, REG_TX_WRITE, revoke_tx, &a);
@@ -347,7 +266,7 @@ static int verify_tx(struct reg_conn *c, void *arg)
 	uint8_t stored[REG_HASH_LEN];
 	int64_t rid;
 	struct reg_key k;
-	int rc = find_key(c, a->id, &k, &rid, stored);
+	int rc = reg_find(c, &key_entity, a->id, &k, &rid, stored);
 	if (rc == ERR_NOT_FOUND) {
 		reg_error_clear();
 		a->verdict = REG_KEY_UNKNOWN;

@@ -5,7 +5,6 @@
 
 #include <stddef.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <sodium.h>
@@ -74,8 +73,11 @@ static int check_spec(const struct reg_model_spec *s)
 	return 0;
 }
 
-static int read_model(struct reg_conn *c, sqlite3_stmt *st, struct reg_model *m, int64_t *rid)
+static int read_model(struct reg_conn *c, sqlite3_stmt *st, void *item, int64_t *rid, void *extra)
 {
+	(void)extra;
+	/* Filled aside, so that a failed read of the shares leaves item as it was. */
+	struct reg_model tmp, *m = &tmp;
 	memset(m, 0, sizeof *m);
 	int64_t r = sqlite3_column_int64(st, 0);
 	if (rid)
@@ -96,31 +98,17 @@ static int read_model(struct reg_conn *c, sqlite3_stmt *st, struct reg_model *m,
 	while ((rc = reg_step(c, sh)) == SQLITE_ROW && m->n_shares < REG_MAX_SHARES)
 		reg_col_blob(sh, 0, m->shares[m->n_shares++], REG_HASH_LEN);
 	sqlite3_reset(sh);
-	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : rc;
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return rc;
+	memcpy(item, m, sizeof *m);
+	return 0;
 }
 
-/* The model by public id inside a transaction; ERR_NOT_FOUND naming field. */
-static int find_model(struct reg_conn *c, const char *id, const char *field, struct reg_model *m,
-		      int64_t *rid)
-{
-	if (!reg_id_ok(id, "mdl_"))
-		return reg_fail(ERR_NOT_FOUND, field, "no model with this id");
-	sqlite3_stmt *st = reg_stmt(c, S_MODEL_BY_ID);
-	if (!st)
-		return reg_step(c, st);
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-	int rc = reg_step(c, st);
-	if (rc == SQLITE_DONE)
-		return reg_fail(ERR_NOT_FOUND, field, "no model with this id");
-	if (rc != SQLITE_ROW)
-		return rc;
-	struct reg_model tmp; /* m may be NULL: the caller wants only the rid */
-	rc = read_model(c, st, &tmp, rid);
-	sqlite3_reset(st);
-	if (rc == 0 && m)
-		*m = tmp;
-	return rc;
-}
+static const struct reg_entity model_entity = {
+	.prefix = "mdl_", .not_found = "no model with this id",
+	.by_id = S_MODEL_BY_ID, .list = S_MODEL_LIST,
+	.read = read_model, .size = sizeof(struct reg_model),
+};
 
 struct create_args {
 	const struct reg_actor *who;
@@ -132,15 +120,9 @@ static int create_tx(struct reg_conn *c, void *arg)
 {
 	struct create_args *a = arg;
 	const struct reg_model_spec *s = a->s;
-	sqlite3_stmt *st = reg_stmt(c, S_MODEL_BY_NAME);
-	if (!st)
-		return reg_step(c, st);
-	sqlite3_bind_text(st, 1, s->name, -1, SQLITE_TRANSIENT);
-	int rc = reg_step(c, st);
-	sqlite3_reset(st);
-	if (rc == SQLITE_ROW)
-		return reg_fail(ERR_CONFLICT, "name", "a model named %s exists already", s->name);
-	if (rc != SQLITE_DONE)
+	int rc = reg_unique(c, S_MODEL_BY_NAME, s->name, "name", "a model named %s exists already",
+			    s->name);
+	if (rc != 0)
 		return rc;
 	struct reg_model *m = a->out;
 	memset(m, 0, sizeof *m);
@@ -151,7 +133,8 @@ static int create_tx(struct reg_conn *c, void *arg)
 	m->n_shares = s->n_shares;
 	memcpy(m->shares, s->shares, s->n_shares * REG_HASH_LEN);
 	m->created_ms = reg_now(c->reg);
-	if (!(st = reg_stmt(c, S_MODEL_INSERT)))
+	sqlite3_stmt *st = reg_stmt(c, S_MODEL_INSERT);
+	if (!st)
 		return reg_step(c, st);
 	sqlite3_bind_text(st, 1, m->id, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_text(st, 2, m->name, -1, SQLITE_TRANSIENT);
@@ -182,91 +165,26 @@ static int create_tx(struct reg_conn *c, void *arg)
 int reg_model_create(struct reg *r, const struct reg_actor *who, const struct reg_model_spec *s,
 		     struct reg_model *out)
 {
-	reg_error_clear();
 	int rc;
-	if (!r || !s || !out)
-		return reg_fail(ERR_INVALID, NULL, "missing argument");
-	if ((rc = reg_actor_check(who)) != 0 || (rc = check_spec(s)) != 0)
+	if ((rc = reg_write_args(r, s && out, who)) != 0 || (rc = check_spec(s)) != 0)
 		return rc;
 	struct create_args a = {who, s, out};
 	return reg_tx(r, REG_TX_WRITE, create_tx, &a);
 }
 
-struct get_args {
-	const char *id;
-	struct reg_model *out;
-};
-
-static int get_tx(struct reg_conn *c, void *arg)
-{
-	struct get_args *a = arg;
-	return find_model(c, a->id, "id", a->out, NULL);
-}
-
 int reg_model_get(struct reg *r, const char *id, struct reg_model *out)
 {
-	reg_error_clear();
-	if (!r || !out)
-		return reg_fail(ERR_INVALID, NULL, "missing argument");
-	struct get_args a = {id, out};
-	return reg_tx(r, REG_TX_READ, get_tx, &a);
-}
-
-struct list_args {
-	int64_t after;
-	size_t limit;
-	struct reg_model *items;
-	size_t n;
-	int64_t next;
-};
-
-static int list_tx(struct reg_conn *c, void *arg)
-{
-	struct list_args *a = arg;
-	a->n = 0;
-	a->next = 0;
-	sqlite3_stmt *st = reg_stmt(c, S_MODEL_LIST);
-	if (!st)
-		return reg_step(c, st);
-	sqlite3_bind_int64(st, 1, a->after);
-	sqlite3_bind_int64(st, 2, (int64_t)a->limit + 1);
-	int rc;
-	int64_t last = 0;
-	while ((rc = reg_step(c, st)) == SQLITE_ROW) {
-		if (a->n == a->limit) {
-			a->next = last;
-			break;
-		}
-		if ((rc = read_model(c, st, &a->items[a->n++], &last)) != 0)
-			break;
-	}
-	sqlite3_reset(st);
-	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : rc;
+	return reg_get(r, &model_entity, id, out);
 }
 
 int reg_model_list(struct reg *r, int64_t after, size_t limit, struct reg_model **items,
 		   size_t *n, int64_t *next)
 {
-	*items = NULL;
-	*n = 0;
-	*next = 0;
-	reg_error_clear();
-	if (limit < 1 || limit > REG_PAGE_MAX)
-		return reg_fail(ERR_RANGE, "limit", "limit must be between 1 and %d", REG_PAGE_MAX);
-	if (after < 0)
-		return reg_fail(ERR_RANGE, "after", "the cursor is not valid");
-	struct list_args a = {.after = after, .limit = limit, .items = calloc(limit, sizeof *a.items)};
-	if (!a.items)
-		return reg_fail(ERR_NOMEM, NULL, "out of memory");
-	int rc = reg_tx(r, REG_TX_READ, list_tx, &a);
-	if (rc != 0 || a.n == 0) {
-		free(a.items);
-		return rc;
-	}
-	*items = a.items;
-	*n = a.n;
-	*next = a.next;
-	return 0;
+	struct reg_list_query q = {.after = after, .limit = limit};
+	void *page;
+	int rc = reg_list(r, &model_entity, &q, &page, n, next);
+	*items = page;
+	return rc;
 }
 
 struct delete_args {
@@ -279,7 +197,7 @@ static int delete_tx(struct reg_conn *c, void *arg)
 	struct delete_args *a = arg;
 	int64_t rid;
 	struct reg_model m;
-	int rc = find_model(c, a->id, "id", &m, &rid);
+	int rc = reg_find(c, &model_entity, a->id, &m, &rid, NULL);
 	if (rc != 0)
 		return rc;
 	sqlite3_stmt *st = reg_stmt(c, S_MODEL_USES);
@@ -304,11 +222,8 @@ static int delete_tx(struct reg_conn *c, void *arg)
 
 int reg_model_delete(struct reg *r, const struct reg_actor *who, const char *id)
 {
-	reg_error_clear();
-	int rc;
-	if (!r)
-		return reg_fail(ERR_INVALID, NULL, "missing argument");
-	if ((rc = reg_actor_check(who)) != 0)
+	int rc = reg_write_args(r, true, who);
+	if (rc != 0)
 		return rc;
 	struct delete_args a = {who, id};
 	return reg_tx(r, REG_TX_WRITE, delete_tx, &a);

@@ -73,9 +73,11 @@ static int normalise_attestation(const char *text, char out[REG_ATTEST_MAX + 1])
 	return rc;
 }
 
-int reg_party_read(struct reg_conn *c, sqlite3_stmt *st, struct reg_party *p, int64_t *rid)
+int reg_party_read(struct reg_conn *c, sqlite3_stmt *st, void *item, int64_t *rid, void *extra)
 {
 	(void)c;
+	(void)extra;
+	struct reg_party *p = item;
 	memset(p, 0, sizeof *p);
 	if (rid)
 		*rid = sqlite3_column_int64(st, 0);
@@ -97,23 +99,23 @@ int reg_party_read(struct reg_conn *c, sqlite3_stmt *st, struct reg_party *p, in
 	return 0;
 }
 
-static int find_party(struct reg_conn *c, const char *id, const char *field, struct reg_party *p,
-		      int64_t *rid)
+static const struct reg_entity party_entity = {
+	.prefix = "pty_", .not_found = "no party with this id",
+	.by_id = S_PARTY_BY_ID, .list = S_PARTY_LIST,
+	.read = reg_party_read, .size = sizeof(struct reg_party),
+};
+
+/* Binds what create and update both write, in this order from ?first on: the sealing
+ * key, the certificate pin (NULL when none), the endpoint and the attestation. */
+static void bind_published(sqlite3_stmt *st, int first, const struct reg_party *p)
 {
-	if (!reg_id_ok(id, "pty_"))
-		return reg_fail(ERR_NOT_FOUND, field, "no party with this id");
-	sqlite3_stmt *st = reg_stmt(c, S_PARTY_BY_ID);
-	if (!st)
-		return reg_step(c, st);
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-	int rc = reg_step(c, st);
-	if (rc == SQLITE_DONE)
-		return reg_fail(ERR_NOT_FOUND, field, "no party with this id");
-	if (rc != SQLITE_ROW)
-		return rc;
-	reg_party_read(c, st, p, rid);
-	sqlite3_reset(st);
-	return 0;
+	sqlite3_bind_blob(st, first, p->sealing_key, 32, SQLITE_TRANSIENT);
+	if (p->has_fingerprint)
+		sqlite3_bind_blob(st, first + 1, p->fingerprint, 32, SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_null(st, first + 1);
+	sqlite3_bind_text(st, first + 2, p->endpoint, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, first + 3, p->attestation, -1, SQLITE_TRANSIENT);
 }
 
 struct create_args {
@@ -127,15 +129,9 @@ static int create_tx(struct reg_conn *c, void *arg)
 {
 	struct create_args *a = arg;
 	const struct reg_party_spec *s = a->s;
-	sqlite3_stmt *st = reg_stmt(c, S_PARTY_BY_IDENTITY);
-	if (!st)
-		return reg_step(c, st);
-	sqlite3_bind_text(st, 1, s->identity, -1, SQLITE_TRANSIENT);
-	int rc = reg_step(c, st);
-	sqlite3_reset(st);
-	if (rc == SQLITE_ROW)
-		return reg_fail(ERR_CONFLICT, "identity", "a party with this identity exists already");
-	if (rc != SQLITE_DONE)
+	int rc = reg_unique(c, S_PARTY_BY_IDENTITY, s->identity, "identity",
+			    "a party with this identity exists already");
+	if (rc != 0)
 		return rc;
 	struct reg_party *p = a->out;
 	memset(p, 0, sizeof *p);
@@ -149,18 +145,13 @@ static int create_tx(struct reg_conn *c, void *arg)
 	snprintf(p->endpoint, sizeof p->endpoint, "%s", s->endpoint ? s->endpoint : "");
 	snprintf(p->attestation, sizeof p->attestation, "%s", a->attestation);
 	p->created_ms = p->updated_ms = reg_now(c->reg);
-	if (!(st = reg_stmt(c, S_PARTY_INSERT)))
+	sqlite3_stmt *st = reg_stmt(c, S_PARTY_INSERT);
+	if (!st)
 		return reg_step(c, st);
 	sqlite3_bind_text(st, 1, p->id, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_text(st, 2, p->identity, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_text(st, 3, reg_party_role_name(p->role), -1, SQLITE_STATIC);
-	sqlite3_bind_blob(st, 4, p->sealing_key, 32, SQLITE_TRANSIENT);
-	if (p->has_fingerprint)
-		sqlite3_bind_blob(st, 5, p->fingerprint, 32, SQLITE_TRANSIENT);
-	else
-		sqlite3_bind_null(st, 5);
-	sqlite3_bind_text(st, 6, p->endpoint, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_text(st, 7, p->attestation, -1, SQLITE_TRANSIENT);
+	bind_published(st, 4, p);
 	sqlite3_bind_int64(st, 8, p->created_ms);
 	if ((rc = reg_exec(c, st)) != 0)
 		return rc;
@@ -175,11 +166,8 @@ static int create_tx(struct reg_conn *c, void *arg)
 int reg_party_create(struct reg *r, const struct reg_actor *who, const struct reg_party_spec *s,
 		     struct reg_party *out)
 {
-	reg_error_clear();
-	int rc;
-	if (!r || !s || !out)
-		return reg_fail(ERR_INVALID, NULL, "missing argument");
-	if ((rc = reg_actor_check(who)) != 0)
+	int rc = reg_write_args(r, s && out, who);
+	if (rc != 0)
 		return rc;
 	if (!reg_text_ok(s->identity, REG_NAME_MAX, false))
 		return reg_fail(ERR_INVALID, "identity",
@@ -199,85 +187,27 @@ int reg_party_create(struct reg *r, const struct reg_actor *who, const struct re
 	return rc;
 }
 
-struct get_args {
-	const char *id;
-	struct reg_party *out;
-};
-
-static int get_tx(struct reg_conn *c, void *arg)
-{
-	struct get_args *a = arg;
-	return find_party(c, a->id, "id", a->out, NULL);
-}
-
 int reg_party_get(struct reg *r, const char *id, struct reg_party *out)
 {
-	reg_error_clear();
-	if (!r || !out)
-		return reg_fail(ERR_INVALID, NULL, "missing argument");
-	struct get_args a = {id, out};
-	return reg_tx(r, REG_TX_READ, get_tx, &a);
-}
-
-struct list_args {
-	int status;
-	int64_t after;
-	size_t limit;
-	struct reg_party *items;
-	size_t n;
-	int64_t next;
-};
-
-static int list_tx(struct reg_conn *c, void *arg)
-{
-	struct list_args *a = arg;
-	a->n = 0;
-	a->next = 0;
-	sqlite3_stmt *st = reg_stmt(c, S_PARTY_LIST);
-	if (!st)
-		return reg_step(c, st);
-	sqlite3_bind_int64(st, 1, a->after);
-	sqlite3_bind_int64(st, 2, (int64_t)a->limit + 1);
-	reg_bind_text(st, 3, a->status < 0 ? NULL : reg_party_status_name((enum reg_party_status)a->status));
-	int rc;
-	int64_t last = 0;
-	while ((rc = reg_step(c, st)) == SQLITE_ROW) {
-		if (a->n == a->limit) {
-			a->next = last;
-			break;
-		}
-		reg_party_read(c, st, &a->items[a->n++], &last);
-	}
-	sqlite3_reset(st);
-	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : rc;
+	return reg_get(r, &party_entity, id, out);
 }
 
 int reg_party_list(struct reg *r, int status_filter, int64_t after, size_t limit,
 		   struct reg_party **items, size_t *n, int64_t *next)
 {
-	*items = NULL;
-	*n = 0;
-	*next = 0;
-	reg_error_clear();
-	if (limit < 1 || limit > REG_PAGE_MAX)
-		return reg_fail(ERR_RANGE, "limit", "limit must be between 1 and %d", REG_PAGE_MAX);
-	if (after < 0)
-		return reg_fail(ERR_RANGE, "after", "the cursor is not valid");
-	if (status_filter > REG_PARTY_RETIRED)
-		return reg_fail(ERR_INVALID, "status", "unknown party status");
-	struct list_args a = {.status = status_filter, .after = after, .limit = limit,
-			      .items = calloc(limit, sizeof *a.items)};
-	if (!a.items)
-		return reg_fail(ERR_NOMEM, NULL, "out of memory");
-	int rc = reg_tx(r, REG_TX_READ, list_tx, &a);
-	if (rc != 0 || a.n == 0) {
-		free(a.items);
-		return rc;
-	}
-	*items = a.items;
-	*n = a.n;
-	*next = a.next;
-	return 0;
+	struct reg_list_query q = {
+		.after = after,
+		.limit = limit,
+		.filter = {status_filter < 0 ? NULL
+			   : reg_party_status_name((enum reg_party_status)status_filter)},
+		.n_filter = 1,
+		.bad_filter = status_filter > REG_PARTY_RETIRED ? "status" : NULL,
+		.bad_detail = "unknown party status",
+	};
+	void *page;
+	int rc = reg_list(r, &party_entity, &q, &page, n, next);
+	*items = page;
+	return rc;
 }
 
 struct update_args {
@@ -294,7 +224,7 @@ static int update_tx(struct reg_conn *c, void *arg)
 	const struct reg_party_update *u = a->u;
 	struct reg_party *p = a->out;
 	int64_t rid;
-	int rc = find_party(c, a->id, "id", p, &rid);
+	int rc = reg_find(c, &party_entity, a->id, p, &rid, NULL);
 	if (rc != 0)
 		return rc;
 	json_t *changed = json_array();
@@ -350,13 +280,7 @@ static int update_tx(struct reg_conn *c, void *arg)
 	}
 	sqlite3_bind_int64(st, 1, rid);
 	sqlite3_bind_text(st, 2, reg_party_status_name(p->status), -1, SQLITE_STATIC);
-	sqlite3_bind_blob(st, 3, p->sealing_key, 32, SQLITE_TRANSIENT);
-	if (p->has_fingerprint)
-		sqlite3_bind_blob(st, 4, p->fingerprint, 32, SQLITE_TRANSIENT);
-	else
-		sqlite3_bind_null(st, 4);
-	sqlite3_bind_text(st, 5, p->endpoint, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_text(st, 6, p->attestation, -1, SQLITE_TRANSIENT);
+	bind_published(st, 3, p);
 	sqlite3_bind_int64(st, 7, p->updated_ms);
 	if ((rc = reg_exec(c, st)) != 0) {
 		json_decref(detail);
@@ -368,11 +292,8 @@ static int update_tx(struct reg_conn *c, void *arg)
 int reg_party_update(struct reg *r, const struct reg_actor *who, const char *id,
 		     const struct reg_party_update *u, struct reg_party *out)
 {
-	reg_error_clear();
-	int rc;
-	if (!r || !u || !out)
-		return reg_fail(ERR_INVALID, NULL, "missing argument");
-	if ((rc = reg_actor_check(who)) != 0)
+	int rc = reg_write_args(r, u && out, who);
+	if (rc != 0)
 		return rc;
 	if (u->set_status && (unsigned)u->status > REG_PARTY_RETIRED)
 		return reg_fail(ERR_INVALID, "status", "status must be active, suspended or retired");

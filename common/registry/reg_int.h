@@ -142,9 +142,62 @@ int reg_audit_append(struct reg_conn *c, const struct reg_actor *who, const char
 		     const char *object_type, const char *object_id, json_t *detail);
 /* Validates who (before any write). */
 int reg_actor_check(const struct reg_actor *who);
+/* What every public write checks first, so they all refuse alike: clears the thread's
+ * error, then ERR_INVALID "missing argument" when r is NULL or !args_ok, then who. */
+int reg_write_args(const struct reg *r, bool args_ok, const struct reg_actor *who);
 
-/* Looked up inside a transaction: rid of a row by public id (0 when absent). */
+/* ---- rows: the lookups and listings every entity shares (rows.c) ---- */
+
+/* Reads the current row of one of an entity's SELECTs (its *_COLS in db.c) into item,
+ * the entity's struct, and the row's rid (its page cursor) into *rid when rid is set.
+ * extra carries what only some callers want (a key's stored hash, a session's party
+ * rids) and is NULL otherwise. Returns 0 or an error. */
+typedef int (*reg_row_fn)(struct reg_conn *c, sqlite3_stmt *st, void *item, int64_t *rid,
+			  void *extra);
+
+/* An entity as reg_find, reg_get and reg_list see it. */
+struct reg_entity {
+	const char *prefix;    /* of its public ids ("mdl_"); NULL when it has none */
+	const char *not_found; /* detail of ERR_NOT_FOUND: "no model with this id" */
+	enum reg_stmt by_id;   /* its columns WHERE id = ?1 */
+	enum reg_stmt list;    /* its columns WHERE rid > ?1 [AND filters on ?3, ?4]
+				* ORDER BY rid LIMIT ?2 */
+	reg_row_fn read;
+	size_t size;           /* of the struct read fills */
+	/* The audit log has always refused a bad page in one message; the others name
+	 * the limit and the cursor apart. Kept, since clients see the wording. */
+	bool one_range_error;
+};
+
+/* One page request of reg_list. */
+struct reg_list_query {
+	int64_t after;          /* cursor: 0, or the next of the previous page */
+	size_t limit;           /* 1..REG_PAGE_MAX */
+	const char *filter[2];  /* bound to ?3, ?4 of the list statement; NULL: no filter */
+	size_t n_filter;
+	const char *bad_filter; /* set when a filter is out of range: ERR_INVALID naming it, */
+	const char *bad_detail; /* with this detail, after the limit and cursor checks */
+};
+
+/* Inside a transaction: the row with public id `id` (ERR_NOT_FOUND naming "id" when
+ * the id is malformed or absent), read by e->read with rid and extra. */
+int reg_find(struct reg_conn *c, const struct reg_entity *e, const char *id, void *item,
+	     int64_t *rid, void *extra);
+/* The public get of every entity: reg_find in its own read transaction. */
+int reg_get(struct reg *r, const struct reg_entity *e, const char *id, void *out);
+/* The public list of every entity (registry.h gives the contract): validates q, reads
+ * up to q->limit rows after q->after in one snapshot into a malloc'd array (*items,
+ * NULL when *n is 0) and sets *next to the last row's rid when more rows follow. */
+int reg_list(struct reg *r, const struct reg_entity *e, const struct reg_list_query *q,
+	     void **items, size_t *n, int64_t *next);
+
+/* Looked up inside a transaction by public id, with the row's rid. */
 int reg_session_rid(struct reg_conn *c, const char *id, int64_t *rid, struct reg_session *out);
-int reg_party_read(struct reg_conn *c, sqlite3_stmt *st, struct reg_party *out, int64_t *rid);
+/* A reg_row_fn for struct reg_party (extra unused), for the other files' party queries. */
+int reg_party_read(struct reg_conn *c, sqlite3_stmt *st, void *item, int64_t *rid, void *extra);
+/* A uniqueness check before an insert: ERR_CONFLICT naming field, with the detail
+ * fmt gives, when statement s with key bound as ?1 returns a row; else 0. */
+int reg_unique(struct reg_conn *c, enum reg_stmt s, const char *key, const char *field,
+	       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 #endif

@@ -38,9 +38,11 @@ bool reg_state_terminal(enum reg_state s)
 	return s == REG_STATE_CLOSED || s == REG_STATE_FAILED;
 }
 
-static int read_session(struct reg_conn *c, sqlite3_stmt *st, struct reg_session *s, int64_t *rid,
-			int64_t *party_rids)
+/* extra: when set, REG_MAX_PARTIES entries that receive the parties' rids. */
+static int read_session(struct reg_conn *c, sqlite3_stmt *st, void *item, int64_t *rid, void *extra)
 {
+	struct reg_session *s = item;
+	int64_t *party_rids = extra;
 	memset(s, 0, sizeof *s);
 	int64_t r = sqlite3_column_int64(st, 0);
 	if (rid)
@@ -75,29 +77,15 @@ static int read_session(struct reg_conn *c, sqlite3_stmt *st, struct reg_session
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : rc;
 }
 
-/* The session by public id (ERR_NOT_FOUND naming "id"), its rid and party rids. */
-static int find_session(struct reg_conn *c, const char *id, const char *field, int not_found,
-			struct reg_session *s, int64_t *rid, int64_t *party_rids)
-{
-	if (!reg_id_ok(id, "ses_"))
-		return reg_fail(not_found, field, "no session with this id");
-	sqlite3_stmt *st = reg_stmt(c, S_SESSION_BY_ID);
-	if (!st)
-		return reg_step(c, st);
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-	int rc = reg_step(c, st);
-	if (rc == SQLITE_DONE)
-		return reg_fail(not_found, field, "no session with this id");
-	if (rc != SQLITE_ROW)
-		return rc;
-	rc = read_session(c, st, s, rid, party_rids);
-	sqlite3_reset(st);
-	return rc;
-}
+static const struct reg_entity session_entity = {
+	.prefix = "ses_", .not_found = "no session with this id",
+	.by_id = S_SESSION_BY_ID, .list = S_SESSION_LIST,
+	.read = read_session, .size = sizeof(struct reg_session),
+};
 
 int reg_session_rid(struct reg_conn *c, const char *id, int64_t *rid, struct reg_session *out)
 {
-	return find_session(c, id, "id", ERR_NOT_FOUND, out, rid, NULL);
+	return reg_find(c, &session_entity, id, out, rid, NULL);
 }
 
 static int set_state(struct reg_conn *c, const struct reg_actor *who, int64_t rid,
@@ -175,7 +163,7 @@ static int resolve_parties(struct reg_conn *c, const struct reg_session_spec *sp
 			return reg_fail(ERR_INVALID, field, "%s: no party with this id", field);
 		if (rc != SQLITE_ROW)
 			return rc;
-		reg_party_read(c, st, &p, &rids[i]);
+		reg_party_read(c, st, &p, &rids[i], NULL);
 		sqlite3_reset(st);
 		if (p.role != REG_PARTY_ROLE_PARTY)
 			return reg_fail(ERR_INVALID, field, "%s is a %s, not a party", field,
@@ -263,11 +251,8 @@ static int create_tx(struct reg_conn *c, void *arg)
 int reg_session_create(struct reg *r, const struct reg_actor *who,
 		       const struct reg_session_spec *s, struct reg_session *out)
 {
-	reg_error_clear();
-	int rc;
-	if (!r || !s || !out)
-		return reg_fail(ERR_INVALID, NULL, "missing argument");
-	if ((rc = reg_actor_check(who)) != 0)
+	int rc = reg_write_args(r, s && out, who);
+	if (rc != 0)
 		return rc;
 	if (!reg_id_ok(s->model_id, "mdl_"))
 		return reg_fail(ERR_INVALID, "model", "no model with this id");
@@ -292,24 +277,24 @@ int reg_session_create(struct reg *r, const struct reg_actor *who,
 
 /* ---- reads ---- */
 
-struct get_args {
+struct detail_args {
 	const char *id;
 	struct reg_session *out;
 	struct reg_party *parties;
 };
 
-static int get_tx(struct reg_conn *c, void *arg)
+static int detail_tx(struct reg_conn *c, void *arg)
 {
-	struct get_args *a = arg;
+	struct detail_args *a = arg;
 	int64_t rids[REG_MAX_PARTIES];
-	int rc = find_session(c, a->id, "id", ERR_NOT_FOUND, a->out, NULL, rids);
-	for (size_t i = 0; rc == 0 && a->parties && i < a->out->n_parties; i++) {
+	int rc = reg_find(c, &session_entity, a->id, a->out, NULL, rids);
+	for (size_t i = 0; rc == 0 && i < a->out->n_parties; i++) {
 		sqlite3_stmt *st = reg_stmt(c, S_PARTY_BY_RID);
 		if (!st)
 			return reg_step(c, st);
 		sqlite3_bind_int64(st, 1, rids[i]);
 		if ((rc = reg_step(c, st)) == SQLITE_ROW) {
-			reg_party_read(c, st, &a->parties[i], NULL);
+			reg_party_read(c, st, &a->parties[i], NULL, NULL);
 			sqlite3_reset(st);
 			rc = 0;
 		} else if (rc == SQLITE_DONE) {
@@ -321,11 +306,7 @@ static int get_tx(struct reg_conn *c, void *arg)
 
 int reg_session_get(struct reg *r, const char *id, struct reg_session *out)
 {
-	reg_error_clear();
-	if (!r || !out)
-		return reg_fail(ERR_INVALID, NULL, "missing argument");
-	struct get_args a = {id, out, NULL};
-	return reg_tx(r, REG_TX_READ, get_tx, &a);
+	return reg_get(r, &session_entity, id, out);
 }
 
 int reg_session_get_detail(struct reg *r, const char *id, struct reg_session *out,
@@ -334,72 +315,25 @@ int reg_session_get_detail(struct reg *r, const char *id, struct reg_session *ou
 	reg_error_clear();
 	if (!r || !out || !parties)
 		return reg_fail(ERR_INVALID, NULL, "missing argument");
-	struct get_args a = {id, out, parties};
-	return reg_tx(r, REG_TX_READ, get_tx, &a);
-}
-
-struct list_args {
-	int state;
-	const char *model_id;
-	int64_t after;
-	size_t limit;
-	struct reg_session *items;
-	size_t n;
-	int64_t next;
-};
-
-static int list_tx(struct reg_conn *c, void *arg)
-{
-	struct list_args *a = arg;
-	a->n = 0;
-	a->next = 0;
-	sqlite3_stmt *st = reg_stmt(c, S_SESSION_LIST);
-	if (!st)
-		return reg_step(c, st);
-	sqlite3_bind_int64(st, 1, a->after);
-	sqlite3_bind_int64(st, 2, (int64_t)a->limit + 1);
-	reg_bind_text(st, 3, a->state < 0 ? NULL : reg_state_name((enum reg_state)a->state));
-	reg_bind_text(st, 4, a->model_id);
-	int rc;
-	int64_t last = 0;
-	while ((rc = reg_step(c, st)) == SQLITE_ROW) {
-		if (a->n == a->limit) {
-			a->next = last;
-			break;
-		}
-		if ((rc = read_session(c, st, &a->items[a->n++], &last, NULL)) != 0)
-			break;
-	}
-	sqlite3_reset(st);
-	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : rc;
+	struct detail_args a = {id, out, parties};
+	return reg_tx(r, REG_TX_READ, detail_tx, &a);
 }
 
 int reg_session_list(struct reg *r, int state, const char *model_id, int64_t after,
 		     size_t limit, struct reg_session **items, size_t *n, int64_t *next)
 {
-	*items = NULL;
-	*n = 0;
-	*next = 0;
-	reg_error_clear();
-	if (limit < 1 || limit > REG_PAGE_MAX)
-		return reg_fail(ERR_RANGE, "limit", "limit must be between 1 and %d", REG_PAGE_MAX);
-	if (after < 0)
-		return reg_fail(ERR_RANGE, "after", "the cursor is not valid");
-	if (state >= REG_STATE_COUNT)
-		return reg_fail(ERR_INVALID, "state", "unknown session state");
-	struct list_args a = {.state = state, .model_id = model_id, .after = after, .limit = limit,
-			      .items = calloc(limit, sizeof *a.items)};
-	if (!a.items)
-		return reg_fail(ERR_NOMEM, NULL, "out of memory");
-	int rc = reg_tx(r, REG_TX_READ, list_tx, &a);
-	if (rc != 0 || a.n == 0) {
-		free(a.items);
-		return rc;
-	}
-	*items = a.items;
-	*n = a.n;
-	*next = a.next;
-	return 0;
+	struct reg_list_query q = {
+		.after = after,
+		.limit = limit,
+		.filter = {state < 0 ? NULL : reg_state_name((enum reg_state)state), model_id},
+		.n_filter = 2,
+		.bad_filter = state >= REG_STATE_COUNT ? "state" : NULL,
+		.bad_detail = "unknown session state",
+	};
+	void *page;
+	int rc = reg_list(r, &session_entity, &q, &page, n, next);
+	*items = page;
+	return rc;
 }
 
 static int counts_tx(struct reg_conn *c, void *arg)
@@ -442,7 +376,7 @@ static int transition_tx(struct reg_conn *c, void *arg)
 	struct transition_args *a = arg;
 	struct reg_session *s = a->out;
 	int64_t rid;
-	int rc = find_session(c, a->id, "id", ERR_NOT_FOUND, s, &rid, NULL);
+	int rc = reg_find(c, &session_entity, a->id, s, &rid, NULL);
 	if (rc != 0)
 		return rc;
 	if (a->expect != REG_STATE_ANY && s->state != (enum reg_state)a->expect)
@@ -462,11 +396,8 @@ int reg_session_transition(struct reg *r, const struct reg_actor *who, const cha
 			   int expect, enum reg_state to, const char *reason,
 			   struct reg_session *out)
 {
-	reg_error_clear();
-	int rc;
-	if (!r || !out)
-		return reg_fail(ERR_INVALID, NULL, "missing argument");
-	if ((rc = reg_actor_check(who)) != 0)
+	int rc = reg_write_args(r, out != NULL, who);
+	if (rc != 0)
 		return rc;
 	if (to == REG_STATE_READY)
 		return reg_fail(ERR_CONFLICT, "to", "a session becomes ready only when all its parties "
@@ -497,7 +428,7 @@ static int init_tx(struct reg_conn *c, void *arg)
 	struct init_args *a = arg;
 	struct reg_session *s = a->out;
 	int64_t rid, rids[REG_MAX_PARTIES];
-	int rc = find_session(c, a->id, "id", ERR_NOT_FOUND, s, &rid, rids);
+	int rc = reg_find(c, &session_entity, a->id, s, &rid, rids);
 	if (rc != 0)
 		return rc;
 	size_t me = s->n_parties;
@@ -509,7 +440,7 @@ static int init_tx(struct reg_conn *c, void *arg)
 		sqlite3_bind_int64(st, 1, rids[i]);
 		if ((rc = reg_step(c, st)) != SQLITE_ROW)
 			return rc == SQLITE_DONE ? reg_fail(ERR_DB, NULL, "missing party row") : rc;
-		reg_party_read(c, st, &p, NULL);
+		reg_party_read(c, st, &p, NULL, NULL);
 		sqlite3_reset(st);
 		if (strcmp(p.identity, a->identity) == 0)
 			me = i;
@@ -562,11 +493,8 @@ int reg_session_report_init(struct reg *r, const struct reg_actor *who, const ch
 			    const char *identity, const uint8_t *fingerprint, bool ok,
 			    const char *detail, struct reg_session *out)
 {
-	reg_error_clear();
-	int rc;
-	if (!r || !out || !identity)
-		return reg_fail(ERR_INVALID, NULL, "missing argument");
-	if ((rc = reg_actor_check(who)) != 0)
+	int rc = reg_write_args(r, out && identity, who);
+	if (rc != 0)
 		return rc;
 	if (detail && !reg_text_ok(detail, 200, true))
 		return reg_fail(ERR_INVALID, "detail", "detail must be at most 200 bytes without control "
@@ -610,7 +538,7 @@ static int expire_tx(struct reg_conn *c, void *arg)
 		rc = reg_fail(ERR_NOMEM, NULL, "out of memory");
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		int64_t rid;
-		if ((rc = find_session(c, ids[i], "id", ERR_NOT_FOUND, s, &rid, NULL)) == 0 &&
+		if ((rc = reg_find(c, &session_entity, ids[i], s, &rid, NULL)) == 0 &&
 		    (rc = set_state(c, a->who, rid, s, REG_STATE_CLOSED, "expired", NULL)) == 0)
 			a->n++;
 	}
@@ -621,12 +549,9 @@ static int expire_tx(struct reg_conn *c, void *arg)
 
 int reg_session_expire(struct reg *r, const struct reg_actor *who, size_t *n)
 {
-	reg_error_clear();
-	int rc;
 	*n = 0;
-	if (!r)
-		return reg_fail(ERR_INVALID, NULL, "missing argument");
-	if ((rc = reg_actor_check(who)) != 0)
+	int rc = reg_write_args(r, true, who);
+	if (rc != 0)
 		return rc;
 	/* Batches keep each transaction, and the write lock, short. */
 	for (;;) {

@@ -10,6 +10,7 @@
 #include "attest/attest.h"
 #include "attest/attest_int.h"
 #include "err/err.h"
+#include "test_attest_util.h"
 #include "testutil.h"
 
 /* 2024-09-07T15:00:00Z, inside 14:37:36..17:37:39 of the production document's chain. */
@@ -17,62 +18,32 @@
 /* 2022-10-12T14:00:00Z, inside 13:49:51..16:49:54 of the debug document's chain. */
 #define T_DEBUG 1665583200
 
-static uint8_t *load(const char *rel, size_t *len)
-{
-	char path[1024];
-	uint8_t *p = (uint8_t *)tu_read_file(tu_shared(path, sizeof path, rel), len);
-	ck_assert_msg(p != NULL, "cannot read %s", path);
-	return p;
-}
-
 static struct attest_roots *roots(void)
 {
-	struct attest_roots *r = NULL;
-	ck_assert_int_eq(attest_roots_load_dir(&r, ATTEST_ROOTS_DEFAULT_DIR,
-					       ATTEST_ROOTS_PINNED | ATTEST_ROOTS_ALL),
-			 0);
-	return r;
-}
-
-static void assert_hex(const uint8_t *p, size_t n, const char *want)
-{
-	char buf[2 * 64 + 1];
-	ck_assert_uint_le(n, 64);
-	for (size_t i = 0; i < n; i++)
-		snprintf(buf + 2 * i, 3, "%02x", p[i]);
-	ck_assert_str_eq(buf, want);
-}
-
-static void expect(int rc, const struct attest_error *e, int code, enum attest_check check,
-		   const char *needle)
-{
-	ck_assert_msg(rc == code && e->check == check && strstr(e->reason, needle),
-		      "rc %d check %s reason \"%s\" (wanted %d %s \"%s\")", rc,
-		      attest_check_name(e->check), e->reason, code, attest_check_name(check),
-		      needle);
+	return atu_roots(ATTEST_ROOTS_PINNED | ATTEST_ROOTS_ALL);
 }
 
 START_TEST(test_production_2024_verifies_with_fields)
 {
 	size_t len;
-	uint8_t *doc = load("vectors/attest/nitro/production-2024/document.cose", &len);
+	uint8_t *doc = atu_load("vectors/attest/nitro/production-2024/document.cose", &len);
 	struct attest_roots *r = roots();
 	struct attest_claims *c = malloc(sizeof *c);
 	struct attest_error e;
 	int rc = attest_nitro_verify(r, doc, len, T_PROD, c, &e);
-	ck_assert_msg(rc == 0, "rejected: %s: %s", attest_check_name(e.check), e.reason);
+	atu_assert_verified(rc, &e);
 	ck_assert_int_eq(c->platform, IDENT_PLATFORM_NITRO);
 	ck_assert_str_eq(c->nitro.module_id, "i-0a22e5c5f24d22174-enc0191cceb4289903f");
 	ck_assert_str_eq(c->nitro.digest, "SHA384");
 	ck_assert_uint_eq(c->nitro.timestamp_ms, 1725719859545ull); /* 14:37:39.545Z */
 	ck_assert(c->has_time);
 	ck_assert_int_eq(c->time, 1725719859);
-	assert_hex(c->nitro.pcr[0], 48,
-		   "e72a46ca80a260fb044a125442f0c7e331813bcbaf9724d9f3857758992766f2d65710a27aa94ae3949dd54e7c9fe86a");
-	assert_hex(c->nitro.pcr[1], 48,
-		   "0343b056cd8485ca7890ddd833476d78460aed2aa161548e4e26bedf321726696257d623e8805f3f605946b3d8b0c6aa");
-	assert_hex(c->nitro.pcr[2], 48,
-		   "d5dcbdea0aa39c802f9d55ced2ea6e4d74ecec5f08fe40c508882639c9090642669106a062a3e24ee2805a3024b9b75c");
+	atu_assert_hex(c->nitro.pcr[0], 48,
+		       "e72a46ca80a260fb044a125442f0c7e331813bcbaf9724d9f3857758992766f2d65710a27aa94ae3949dd54e7c9fe86a");
+	atu_assert_hex(c->nitro.pcr[1], 48,
+		       "0343b056cd8485ca7890ddd833476d78460aed2aa161548e4e26bedf321726696257d623e8805f3f605946b3d8b0c6aa");
+	atu_assert_hex(c->nitro.pcr[2], 48,
+		       "d5dcbdea0aa39c802f9d55ced2ea6e4d74ecec5f08fe40c508882639c9090642669106a062a3e24ee2805a3024b9b75c");
 	ck_assert(c->nitro.pcr_present & (1u << 8));
 	ck_assert(memcmp(c->measurement, c->nitro.pcr[0], 48) == 0);
 	ck_assert_uint_eq(c->measurement_len, 48);
@@ -102,12 +73,12 @@ END_TEST
 START_TEST(test_debug_2022_verifies_as_debug)
 {
 	size_t len;
-	uint8_t *doc = load("vectors/attest/nitro/debug-2022/document.cose", &len);
+	uint8_t *doc = atu_load("vectors/attest/nitro/debug-2022/document.cose", &len);
 	struct attest_roots *r = roots();
 	struct attest_claims *c = malloc(sizeof *c);
 	struct attest_error e;
 	int rc = attest_nitro_verify(r, doc, len, T_DEBUG, c, &e);
-	ck_assert_msg(rc == 0, "rejected: %s: %s", attest_check_name(e.check), e.reason);
+	atu_assert_verified(rc, &e);
 	ck_assert(c->debug);
 	uint8_t zero[48] = {0};
 	for (int i = 0; i < 3; i++)
@@ -126,38 +97,32 @@ START_TEST(test_debug_2022_verifies_as_debug)
 }
 END_TEST
 
+struct doc {
+	struct attest_roots *r;
+	const uint8_t *data;
+	size_t len;
+	int64_t at;
+};
+
+static int doc_verify(void *ctx, struct attest_claims *c, struct attest_error *e)
+{
+	struct doc *d = ctx;
+	return attest_nitro_verify(d->r, d->data, d->len, d->at, c, e);
+}
+
 static void flip_all(const char *rel, int64_t at)
 {
-	size_t len;
-	uint8_t *doc = load(rel, &len);
-	struct attest_roots *r = roots();
-	struct attest_claims *c = malloc(sizeof *c);
-	size_t parse = 0, sig = 0, other = 0;
-	for (size_t i = 0; i < len; i++) {
-		doc[i] ^= (uint8_t)(1u << (i % 8));
-		struct attest_error e;
-		int rc = attest_nitro_verify(r, doc, len, at, c, &e);
-		doc[i] ^= (uint8_t)(1u << (i % 8));
-		ck_assert_msg(rc != 0, "flip at byte %zu accepted", i);
-		if (rc == ERR_PARSE)
-			parse++;
-		else if (rc == ERR_ATTESTATION && e.check == ATTEST_CHECK_SIGNATURE)
-			sig++;
-		else
-			other++;
-		/* Only the signature can catch a change the parser accepts; the chain is
-		 * never reached by a document whose signature fails. */
-		ck_assert_msg(rc == ERR_PARSE || (rc == ERR_ATTESTATION &&
-						  e.check == ATTEST_CHECK_SIGNATURE),
-			      "flip at byte %zu: rc %d check %s (%s)", i, rc,
-			      attest_check_name(e.check), e.reason);
-	}
-	ck_assert_uint_eq(parse + sig, len);
-	ck_assert_uint_gt(sig, len / 2);
-	ck_assert_uint_eq(other, 0);
-	free(c);
-	attest_roots_free(r);
-	free(doc);
+	struct doc d = {.r = roots(), .at = at};
+	uint8_t *buf = atu_load(rel, &d.len);
+	d.data = buf;
+	/* Only the signature can catch a change the parser accepts; the chain is never
+	 * reached by a document whose signature fails. */
+	struct atu_flips t;
+	atu_flip_each(buf, 0, d.len, doc_verify, &d, ATU_CHECK(ATTEST_CHECK_SIGNATURE), &t);
+	ck_assert_uint_eq(t.parse + t.check[ATTEST_CHECK_SIGNATURE], d.len);
+	ck_assert_uint_gt(t.check[ATTEST_CHECK_SIGNATURE], d.len / 2);
+	attest_roots_free(d.r);
+	free(buf);
 }
 
 START_TEST(test_every_byte_of_production_matters)
@@ -175,35 +140,35 @@ END_TEST
 START_TEST(test_wrong_root_and_expired_chain)
 {
 	size_t len, rlen;
-	uint8_t *doc = load("vectors/attest/nitro/production-2024/document.cose", &len);
+	uint8_t *doc = atu_load("vectors/attest/nitro/production-2024/document.cose", &len);
 	struct attest_claims *c = malloc(sizeof *c);
 	struct attest_error e;
 	/* The Intel root where the AWS root should be. */
-	uint8_t *intel = load("vectors/attest/tdx/Intel_SGX_Root_CA.pem", &rlen);
+	uint8_t *intel = atu_load("vectors/attest/tdx/Intel_SGX_Root_CA.pem", &rlen);
 	struct attest_roots *bad = NULL;
 	ck_assert_int_eq(attest_roots_new(&bad), 0);
 	ck_assert_int_eq(attest_roots_set(bad, ATTEST_ROOT_AWS_NITRO, intel, rlen), 0);
-	expect(attest_nitro_verify(bad, doc, len, T_PROD, c, &e), &e, ERR_ATTESTATION,
-	       ATTEST_CHECK_CHAIN, "Nitro document certificate chain");
+	atu_expect(attest_nitro_verify(bad, doc, len, T_PROD, c, &e), &e, ERR_ATTESTATION,
+		   ATTEST_CHECK_CHAIN, "Nitro document certificate chain");
 	attest_roots_free(bad);
 	struct attest_roots *r = roots();
-	expect(attest_nitro_verify(r, doc, len, T_PROD + 3 * 3600, c, &e), &e, ERR_ATTESTATION,
-	       ATTEST_CHECK_CHAIN, "expired");
-	expect(attest_nitro_verify(r, doc, len, T_PROD - 3600, c, &e), &e, ERR_ATTESTATION,
-	       ATTEST_CHECK_CHAIN, "not yet valid");
+	atu_expect(attest_nitro_verify(r, doc, len, T_PROD + 3 * 3600, c, &e), &e, ERR_ATTESTATION,
+		   ATTEST_CHECK_CHAIN, "expired");
+	atu_expect(attest_nitro_verify(r, doc, len, T_PROD - 3600, c, &e), &e, ERR_ATTESTATION,
+		   ATTEST_CHECK_CHAIN, "not yet valid");
 	/* The debug document at the production time: its chain expired in 2022. */
 	size_t dlen;
-	uint8_t *dbg = load("vectors/attest/nitro/debug-2022/document.cose", &dlen);
-	expect(attest_nitro_verify(r, dbg, dlen, T_PROD, c, &e), &e, ERR_ATTESTATION,
-	       ATTEST_CHECK_CHAIN, "expired");
+	uint8_t *dbg = atu_load("vectors/attest/nitro/debug-2022/document.cose", &dlen);
+	atu_expect(attest_nitro_verify(r, dbg, dlen, T_PROD, c, &e), &e, ERR_ATTESTATION,
+		   ATTEST_CHECK_CHAIN, "expired");
 	/* Truncated, and with a byte after the structure. */
-	expect(attest_nitro_verify(r, doc, len - 1, T_PROD, c, &e), &e, ERR_PARSE,
-	       ATTEST_CHECK_FORMAT, "Nitro document");
+	atu_expect(attest_nitro_verify(r, doc, len - 1, T_PROD, c, &e), &e, ERR_PARSE,
+		   ATTEST_CHECK_FORMAT, "Nitro document");
 	uint8_t *longer = malloc(len + 1);
 	memcpy(longer, doc, len);
 	longer[len] = 0;
-	expect(attest_nitro_verify(r, longer, len + 1, T_PROD, c, &e), &e, ERR_PARSE,
-	       ATTEST_CHECK_FORMAT, "after the COSE_Sign1");
+	atu_expect(attest_nitro_verify(r, longer, len + 1, T_PROD, c, &e), &e, ERR_PARSE,
+		   ATTEST_CHECK_FORMAT, "after the COSE_Sign1");
 	/* The same document wrapped in the COSE_Sign1 tag (18) still verifies. */
 	longer[0] = 0xd2;
 	memcpy(longer + 1, doc, len);

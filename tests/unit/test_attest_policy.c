@@ -12,6 +12,7 @@
 #include "attest/attest.h"
 #include "err/err.h"
 #include "log/log.h"
+#include "test_attest_util.h"
 #include "testutil.h"
 
 #define T_MILAN 1704067200
@@ -27,19 +28,9 @@
 #define ZERO48 "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
 #define TDX_MRTD "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7"
 
-static uint8_t *load(const char *rel, size_t *len)
-{
-	char path[1024];
-	uint8_t *p = (uint8_t *)tu_read_file(tu_shared(path, sizeof path, rel), len);
-	ck_assert_msg(p != NULL, "cannot read %s", path);
-	return p;
-}
-
 static struct attest_roots *roots(void)
 {
-	struct attest_roots *r = NULL;
-	ck_assert_int_eq(attest_roots_load_dir(&r, ATTEST_ROOTS_DEFAULT_DIR, ATTEST_ROOTS_PINNED), 0);
-	return r;
+	return atu_roots(ATTEST_ROOTS_PINNED);
 }
 
 static struct attest_policy *policy(const char *json)
@@ -54,25 +45,19 @@ static struct attest_policy *policy(const char *json)
 static void claims_snp(const char *dir, const char *vcek, const char *ask, int64_t at,
 		       struct attest_claims *c)
 {
-	char a[256], b[256], d[256];
-	size_t la, lb, ld;
-	snprintf(a, sizeof a, "vectors/attest/snp/%s/report.bin", dir);
-	snprintf(b, sizeof b, "vectors/attest/snp/%s/%s", dir, vcek);
-	snprintf(d, sizeof d, "vectors/attest/snp/%s/%s", dir, ask);
-	uint8_t *rep = load(a, &la), *vc = load(b, &lb), *as = load(d, &ld);
+	struct atu_snp_vec v;
+	atu_snp_load(&v, dir, vcek, ask);
 	struct attest_roots *r = roots();
 	struct attest_error e;
-	ck_assert_int_eq(attest_snp_verify(r, rep, la, vc, lb, as, ld, at, c, &e), 0);
+	ck_assert_int_eq(atu_snp_verify(r, &v, at, c, &e), 0);
 	attest_roots_free(r);
-	free(rep);
-	free(vc);
-	free(as);
+	atu_snp_free(&v);
 }
 
 static void claims_nitro(const char *rel, int64_t at, struct attest_claims *c)
 {
 	size_t len;
-	uint8_t *doc = load(rel, &len);
+	uint8_t *doc = atu_load(rel, &len);
 	struct attest_roots *r = roots();
 	struct attest_error e;
 	ck_assert_int_eq(attest_nitro_verify(r, doc, len, at, c, &e), 0);
@@ -83,8 +68,8 @@ static void claims_nitro(const char *rel, int64_t at, struct attest_claims *c)
 static void claims_tdx(bool with_collateral, struct attest_claims *c)
 {
 	size_t len, clen;
-	uint8_t *q = load("vectors/attest/tdx/v4-dcap-qvl/quote.bin", &len);
-	uint8_t *cj = load("vectors/attest/tdx/v4-dcap-qvl/collateral.json", &clen);
+	uint8_t *q = atu_load("vectors/attest/tdx/v4-dcap-qvl/quote.bin", &len);
+	uint8_t *cj = atu_load("vectors/attest/tdx/v4-dcap-qvl/collateral.json", &clen);
 	struct attest_blob blobs[] = {{cj, clen}};
 	struct attest_evidence ev = {.platform = IDENT_PLATFORM_TDX, .data = q, .len = len,
 				     .collateral = blobs, .n_collateral = with_collateral ? 1 : 0};

@@ -14,63 +14,15 @@
 
 #include "attest/attest.h"
 #include "err/err.h"
+#include "test_attest_util.h"
 #include "testutil.h"
 
 #define T_MILAN 1704067200 /* 2024-01-01: inside the Milan VCEK's 2022-09-24..2029-09-24 */
 #define T_GENOA 1748736000 /* 2025-06-01: inside the Genoa VCEK's 2025-01-24..2032-01-24 */
 
-struct vec {
-	uint8_t *report, *vcek, *ask;
-	size_t report_len, vcek_len, ask_len;
-};
-
-static uint8_t *load(const char *rel, size_t *len)
-{
-	char path[1024];
-	uint8_t *p = (uint8_t *)tu_read_file(tu_shared(path, sizeof path, rel), len);
-	ck_assert_msg(p != NULL, "cannot read %s", path);
-	return p;
-}
-
-static void vec_load(struct vec *v, const char *dir, const char *vcek, const char *ask)
-{
-	char rel[256];
-	snprintf(rel, sizeof rel, "vectors/attest/snp/%s/report.bin", dir);
-	v->report = load(rel, &v->report_len);
-	snprintf(rel, sizeof rel, "vectors/attest/snp/%s/%s", dir, vcek);
-	v->vcek = load(rel, &v->vcek_len);
-	snprintf(rel, sizeof rel, "vectors/attest/snp/%s/%s", dir, ask);
-	v->ask = load(rel, &v->ask_len);
-}
-
-static void vec_free(struct vec *v)
-{
-	free(v->report);
-	free(v->vcek);
-	free(v->ask);
-}
-
 static struct attest_roots *roots(void)
 {
-	struct attest_roots *r = NULL;
-	ck_assert_int_eq(attest_roots_load_dir(&r, ATTEST_ROOTS_DEFAULT_DIR,
-					       ATTEST_ROOTS_PINNED | ATTEST_ROOTS_ALL),
-			 0);
-	return r;
-}
-
-static void hex(char *buf, const uint8_t *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		snprintf(buf + 2 * i, 3, "%02x", p[i]);
-}
-
-static void assert_hex(const uint8_t *p, size_t n, const char *want)
-{
-	char buf[2 * 128 + 1];
-	ck_assert_uint_le(n, 128);
-	hex(buf, p, n);
-	ck_assert_str_eq(buf, want);
+	return atu_roots(ATTEST_ROOTS_PINNED | ATTEST_ROOTS_ALL);
 }
 
 START_TEST(test_shipped_roots_equal_shared)
@@ -88,7 +40,7 @@ START_TEST(test_shipped_roots_equal_shared)
 	ck_assert_int_eq(attest_roots_new(&theirs), 0);
 	for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
 		size_t len;
-		uint8_t *pem = load(map[i].shared, &len);
+		uint8_t *pem = atu_load(map[i].shared, &len);
 		ck_assert_int_eq(attest_roots_set(theirs, map[i].which, pem, len), 0);
 		free(pem);
 		uint8_t a[32], b[32], pin[32];
@@ -102,7 +54,7 @@ START_TEST(test_shipped_roots_equal_shared)
 	/* The Nitro pin is the one PROVENANCE.md (and AWS) publish. */
 	uint8_t pin[32];
 	ck_assert_int_eq(attest_root_pinned_sha256(ATTEST_ROOT_AWS_NITRO, pin), 0);
-	assert_hex(pin, 32, "641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b");
+	atu_assert_hex(pin, 32, "641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b");
 	attest_roots_free(mine);
 	attest_roots_free(theirs);
 }
@@ -114,7 +66,7 @@ START_TEST(test_pinned_load_refuses_a_swapped_root)
 	tu_tmpdir(dir, sizeof dir);
 	size_t len;
 	/* The Genoa ARK under the Milan file name: a valid self-signed root, wrong pin. */
-	uint8_t *pem = load("vectors/attest/snp/genoa-v3-azure/ark_genoa.pem", &len);
+	uint8_t *pem = atu_load("vectors/attest/snp/genoa-v3-azure/ark_genoa.pem", &len);
 	snprintf(path, sizeof path, "%s/amd_ark_milan.pem", dir);
 	ck_assert_int_eq(tu_write_file(path, pem, len), 0);
 	struct attest_roots *r = NULL;
@@ -133,20 +85,19 @@ END_TEST
 
 START_TEST(test_milan_v2_verifies_with_fields)
 {
-	struct vec v;
-	vec_load(&v, "milan-v2", "vcek.der", "ask_milan.pem");
+	struct atu_snp_vec v;
+	atu_snp_load(&v, "milan-v2", "vcek.der", "ask_milan.pem");
 	struct attest_roots *r = roots();
 	struct attest_claims *c = malloc(sizeof *c);
 	struct attest_error e;
-	int rc = attest_snp_verify(r, v.report, v.report_len, v.vcek, v.vcek_len, v.ask, v.ask_len,
-				   T_MILAN, c, &e);
-	ck_assert_msg(rc == 0, "rejected: %s: %s", attest_check_name(e.check), e.reason);
+	int rc = atu_snp_verify(r, &v, T_MILAN, c, &e);
+	atu_assert_verified(rc, &e);
 	ck_assert_int_eq(c->platform, IDENT_PLATFORM_SEV_SNP);
 	ck_assert_uint_eq(c->snp.version, 2);
 	ck_assert_str_eq(c->snp.product, "Milan");
 	ck_assert_uint_eq(c->measurement_len, 48);
-	assert_hex(c->measurement, 48,
-		   "b07af9620f3b839b47996422ddec6058338951d984e312115131ea82705eaf5b6bdf8a9ece31a5a608eb0cf2e4872b01");
+	atu_assert_hex(c->measurement, 48,
+		       "b07af9620f3b839b47996422ddec6058338951d984e312115131ea82705eaf5b6bdf8a9ece31a5a608eb0cf2e4872b01");
 	ck_assert(c->has_report_data);
 	uint8_t rd[64] = {1, 2, 3, 4, 5};
 	ck_assert(memcmp(c->report_data, rd, 64) == 0);
@@ -161,10 +112,10 @@ START_TEST(test_milan_v2_verifies_with_fields)
 	uint8_t tcb_bytes[8];
 	for (int i = 0; i < 8; i++)
 		tcb_bytes[i] = (uint8_t)(c->snp.reported_tcb >> (8 * i));
-	assert_hex(tcb_bytes, 8, "0200000000000544");
+	atu_assert_hex(tcb_bytes, 8, "0200000000000544");
 	ck_assert(c->has_chip_id);
-	assert_hex(c->chip_id, 64,
-		   "3ac3fe21e13fb0990eb28a802e3fb6a29483a6b0753590c951bdd3b8e53786184ca39e359669a2b76a1936776b564ea464cdce40c05f63c9b610c5068b006b5d");
+	atu_assert_hex(c->chip_id, 64,
+		       "3ac3fe21e13fb0990eb28a802e3fb6a29483a6b0753590c951bdd3b8e53786184ca39e359669a2b76a1936776b564ea464cdce40c05f63c9b610c5068b006b5d");
 	ck_assert(!c->snp.has_cpuid);
 	ck_assert(!c->has_time);
 	/* The JSON view carries the same values. */
@@ -178,172 +129,152 @@ START_TEST(test_milan_v2_verifies_with_fields)
 	json_decref(j);
 	free(c);
 	attest_roots_free(r);
-	vec_free(&v);
+	atu_snp_free(&v);
 }
 END_TEST
 
 START_TEST(test_genoa_v3_verifies_with_fields)
 {
-	struct vec v;
-	vec_load(&v, "genoa-v3-azure", "vcek.pem", "ask_genoa.pem");
+	struct atu_snp_vec v;
+	atu_snp_load(&v, "genoa-v3-azure", "vcek.pem", "ask_genoa.pem");
 	struct attest_roots *r = roots();
 	struct attest_claims *c = malloc(sizeof *c);
 	struct attest_error e;
-	int rc = attest_snp_verify(r, v.report, v.report_len, v.vcek, v.vcek_len, v.ask, v.ask_len,
-				   T_GENOA, c, &e);
-	ck_assert_msg(rc == 0, "rejected: %s: %s", attest_check_name(e.check), e.reason);
+	int rc = atu_snp_verify(r, &v, T_GENOA, c, &e);
+	atu_assert_verified(rc, &e);
 	ck_assert_uint_eq(c->snp.version, 3);
 	ck_assert_str_eq(c->snp.product, "Genoa");
-	assert_hex(c->measurement, 48,
-		   "f57dc09a507c6ecd82369bffb600f0003792f4d99bc26e985ec0c266fc34faf3706faf814c9e61065768a6ff917c89ae");
-	assert_hex(c->report_data, 64,
-		   "b581f12e29a2d7d64e5e0b738d563879a78b51c644d0fa0cce02b48699f6bf5f"
-		   "0000000000000000000000000000000000000000000000000000000000000000");
+	atu_assert_hex(c->measurement, 48,
+		       "f57dc09a507c6ecd82369bffb600f0003792f4d99bc26e985ec0c266fc34faf3706faf814c9e61065768a6ff917c89ae");
+	atu_assert_hex(c->report_data, 64,
+		       "b581f12e29a2d7d64e5e0b738d563879a78b51c644d0fa0cce02b48699f6bf5f"
+		       "0000000000000000000000000000000000000000000000000000000000000000");
 	ck_assert_uint_eq(c->snp.policy, 0x3001f);
 	ck_assert(!c->debug);
 	uint8_t tcb_bytes[8];
 	for (int i = 0; i < 8; i++)
 		tcb_bytes[i] = (uint8_t)(c->snp.reported_tcb >> (8 * i));
-	assert_hex(tcb_bytes, 8, "0a00000000001754");
-	assert_hex(c->chip_id, 64,
-		   "0506ffba875e939c2729d20c74eb72b4c5ba6bf7ea1faaa640141f12c6d64782fb487f68ce69dcd021e914cc0d9244327bc121f0242d6470903ad1d4aaea4ad1");
+	atu_assert_hex(tcb_bytes, 8, "0a00000000001754");
+	atu_assert_hex(c->chip_id, 64,
+		       "0506ffba875e939c2729d20c74eb72b4c5ba6bf7ea1faaa640141f12c6d64782fb487f68ce69dcd021e914cc0d9244327bc121f0242d6470903ad1d4aaea4ad1");
 	ck_assert(c->snp.has_cpuid);
 	ck_assert_uint_eq(c->snp.cpuid_fam_id, 0x19);
 	ck_assert_uint_eq(c->snp.cpuid_mod_id, 0x11);
 	free(c);
 	attest_roots_free(r);
-	vec_free(&v);
+	atu_snp_free(&v);
 }
 END_TEST
 
-/* Flips bit (i % 8) of byte i for every i in [lo, hi) of buf and asserts that each
- * result is rejected: malformed (ERR_PARSE) or, when it still parses, at the check
- * `want` (for the report, the signature; for the VCEK, the chain). */
-static void flip_all(struct vec *v, uint8_t *buf, size_t lo, size_t hi, int64_t at,
+struct flipped {
+	struct attest_roots *r;
+	const struct atu_snp_vec *v;
+	int64_t at;
+};
+
+static int flipped_verify(void *ctx, struct attest_claims *c, struct attest_error *e)
+{
+	struct flipped *f = ctx;
+	return atu_snp_verify(f->r, f->v, f->at, c, e);
+}
+
+/* Every one-bit change of buf[lo, hi), a part of v, is rejected: malformed (ERR_PARSE)
+ * or, when it still parses, at the check `want` (for the report, the signature; for
+ * the VCEK, the chain). */
+static void flip_all(struct atu_snp_vec *v, uint8_t *buf, size_t lo, size_t hi, int64_t at,
 		     enum attest_check want)
 {
-	struct attest_roots *r = roots();
-	struct attest_claims *c = malloc(sizeof *c);
-	size_t parse = 0, rejected = 0;
-	for (size_t i = lo; i < hi; i++) {
-		buf[i] ^= (uint8_t)(1u << (i % 8));
-		struct attest_error e;
-		int rc = attest_snp_verify(r, v->report, v->report_len, v->vcek, v->vcek_len,
-					   v->ask, v->ask_len, at, c, &e);
-		buf[i] ^= (uint8_t)(1u << (i % 8));
-		ck_assert_msg(rc != 0, "flip at byte %zu accepted", i);
-		if (rc == ERR_PARSE) {
-			parse++;
-			continue;
-		}
-		ck_assert_msg(rc == ERR_ATTESTATION && e.check == want,
-			      "flip at byte %zu: rc %d check %s (%s)", i, rc,
-			      attest_check_name(e.check), e.reason);
-		rejected++;
-	}
-	ck_assert_uint_eq(parse + rejected, hi - lo);
-	ck_assert_uint_gt(rejected, 0);
-	free(c);
-	attest_roots_free(r);
+	struct flipped f = {.r = roots(), .v = v, .at = at};
+	struct atu_flips t;
+	atu_flip_each(buf, lo, hi, flipped_verify, &f, ATU_CHECK(want), &t);
+	ck_assert_uint_eq(t.parse + t.check[want], hi - lo);
+	ck_assert_uint_gt(t.check[want], 0);
+	attest_roots_free(f.r);
 }
 
 START_TEST(test_every_byte_of_the_signed_report_matters)
 {
-	struct vec v;
-	vec_load(&v, "milan-v2", "vcek.der", "ask_milan.pem");
+	struct atu_snp_vec v;
+	atu_snp_load(&v, "milan-v2", "vcek.der", "ask_milan.pem");
 	flip_all(&v, v.report, 0, v.report_len, T_MILAN, ATTEST_CHECK_SIGNATURE);
-	vec_free(&v);
-	vec_load(&v, "genoa-v3-azure", "vcek.pem", "ask_genoa.pem");
+	atu_snp_free(&v);
+	atu_snp_load(&v, "genoa-v3-azure", "vcek.pem", "ask_genoa.pem");
 	flip_all(&v, v.report, 0, v.report_len, T_GENOA, ATTEST_CHECK_SIGNATURE);
-	vec_free(&v);
+	atu_snp_free(&v);
 }
 END_TEST
 
 START_TEST(test_every_byte_of_the_vcek_matters)
 {
-	struct vec v;
-	vec_load(&v, "milan-v2", "vcek.der", "ask_milan.pem");
+	struct atu_snp_vec v;
+	atu_snp_load(&v, "milan-v2", "vcek.der", "ask_milan.pem");
 	flip_all(&v, v.vcek, 0, v.vcek_len, T_MILAN, ATTEST_CHECK_CHAIN);
-	vec_free(&v);
+	atu_snp_free(&v);
 }
 END_TEST
 
-static void expect(int rc, const struct attest_error *e, int code, enum attest_check check,
-		   const char *needle)
-{
-	ck_assert_msg(rc == code && e->check == check && strstr(e->reason, needle),
-		      "rc %d check %s reason \"%s\" (wanted %d %s \"%s\")", rc,
-		      attest_check_name(e->check), e->reason, code, attest_check_name(check),
-		      needle);
-	ck_assert_int_eq(e->code, code);
-}
-
 START_TEST(test_wrong_root_expired_and_missing_chain)
 {
-	struct vec v;
-	vec_load(&v, "milan-v2", "vcek.der", "ask_milan.pem");
+	struct atu_snp_vec v;
+	atu_snp_load(&v, "milan-v2", "vcek.der", "ask_milan.pem");
 	struct attest_claims *c = malloc(sizeof *c);
 	struct attest_error e;
 	/* The Genoa ARK installed as the Milan root. */
 	struct attest_roots *bad = NULL;
 	ck_assert_int_eq(attest_roots_new(&bad), 0);
 	size_t len;
-	uint8_t *genoa = load("vectors/attest/snp/genoa-v3-azure/ark_genoa.pem", &len);
+	uint8_t *genoa = atu_load("vectors/attest/snp/genoa-v3-azure/ark_genoa.pem", &len);
 	ck_assert_int_eq(attest_roots_set(bad, ATTEST_ROOT_AMD_MILAN, genoa, len), 0);
-	int rc = attest_snp_verify(bad, v.report, v.report_len, v.vcek, v.vcek_len, v.ask,
-				   v.ask_len, T_MILAN, c, &e);
-	expect(rc, &e, ERR_ATTESTATION, ATTEST_CHECK_CHAIN, "VCEK chain");
+	int rc = atu_snp_verify(bad, &v, T_MILAN, c, &e);
+	atu_expect(rc, &e, ERR_ATTESTATION, ATTEST_CHECK_CHAIN, "VCEK chain");
 	/* No roots at all. */
 	attest_roots_free(bad);
 	ck_assert_int_eq(attest_roots_new(&bad), 0);
-	rc = attest_snp_verify(bad, v.report, v.report_len, v.vcek, v.vcek_len, v.ask, v.ask_len,
-			       T_MILAN, c, &e);
-	expect(rc, &e, ERR_ATTESTATION, ATTEST_CHECK_CHAIN, "no trust anchor");
+	rc = atu_snp_verify(bad, &v, T_MILAN, c, &e);
+	atu_expect(rc, &e, ERR_ATTESTATION, ATTEST_CHECK_CHAIN, "no trust anchor");
 	attest_roots_free(bad);
 
 	struct attest_roots *r = roots();
 	/* After the VCEK expired (2029-09-24) and before it was issued (2022-09-24). */
-	rc = attest_snp_verify(r, v.report, v.report_len, v.vcek, v.vcek_len, v.ask, v.ask_len,
-			       1893456000 /* 2030-01-01 */, c, &e);
-	expect(rc, &e, ERR_ATTESTATION, ATTEST_CHECK_CHAIN, "expired");
-	rc = attest_snp_verify(r, v.report, v.report_len, v.vcek, v.vcek_len, v.ask, v.ask_len,
-			       1640995200 /* 2022-01-01 */, c, &e);
-	expect(rc, &e, ERR_ATTESTATION, ATTEST_CHECK_CHAIN, "not yet valid");
+	rc = atu_snp_verify(r, &v, 1893456000 /* 2030-01-01 */, c, &e);
+	atu_expect(rc, &e, ERR_ATTESTATION, ATTEST_CHECK_CHAIN, "expired");
+	rc = atu_snp_verify(r, &v, 1640995200 /* 2022-01-01 */, c, &e);
+	atu_expect(rc, &e, ERR_ATTESTATION, ATTEST_CHECK_CHAIN, "not yet valid");
 	/* The ARK given as the ASK; a missing VCEK; a truncated report. */
 	rc = attest_snp_verify(r, v.report, v.report_len, v.vcek, v.vcek_len, genoa, len, T_MILAN,
 			       c, &e);
-	expect(rc, &e, ERR_ATTESTATION, ATTEST_CHECK_CHAIN, "ASK");
+	atu_expect(rc, &e, ERR_ATTESTATION, ATTEST_CHECK_CHAIN, "ASK");
 	rc = attest_snp_verify(r, v.report, v.report_len, NULL, 0, v.ask, v.ask_len, T_MILAN, c,
 			       &e);
-	expect(rc, &e, ERR_PARSE, ATTEST_CHECK_FORMAT, "VCEK");
+	atu_expect(rc, &e, ERR_PARSE, ATTEST_CHECK_FORMAT, "VCEK");
 	rc = attest_snp_verify(r, v.report, v.report_len - 1, v.vcek, v.vcek_len, v.ask,
 			       v.ask_len, T_MILAN, c, &e);
-	expect(rc, &e, ERR_PARSE, ATTEST_CHECK_FORMAT, "1184");
+	atu_expect(rc, &e, ERR_PARSE, ATTEST_CHECK_FORMAT, "1184");
 	/* Each report with the other's VCEK: the chain holds, the signature not. */
-	struct vec g;
-	vec_load(&g, "genoa-v3-azure", "vcek.pem", "ask_genoa.pem");
+	struct atu_snp_vec g;
+	atu_snp_load(&g, "genoa-v3-azure", "vcek.pem", "ask_genoa.pem");
 	rc = attest_snp_verify(r, g.report, g.report_len, v.vcek, v.vcek_len, v.ask, v.ask_len,
 			       T_GENOA, c, &e);
-	expect(rc, &e, ERR_ATTESTATION, ATTEST_CHECK_SIGNATURE, "does not verify");
+	atu_expect(rc, &e, ERR_ATTESTATION, ATTEST_CHECK_SIGNATURE, "does not verify");
 	rc = attest_snp_verify(r, v.report, v.report_len, g.vcek, g.vcek_len, g.ask, g.ask_len,
 			       T_GENOA, c, &e);
-	expect(rc, &e, ERR_ATTESTATION, ATTEST_CHECK_SIGNATURE, "does not verify");
+	atu_expect(rc, &e, ERR_ATTESTATION, ATTEST_CHECK_SIGNATURE, "does not verify");
 	json_t *pj = attest_problem(&e, "req-1");
 	ck_assert_str_eq(json_string_value(json_object_get(pj, "check")), "signature");
 	ck_assert_int_eq(json_integer_value(json_object_get(pj, "status")), 403);
 	json_decref(pj);
-	vec_free(&g);
+	atu_snp_free(&g);
 	attest_roots_free(r);
 	free(genoa);
 	free(c);
-	vec_free(&v);
+	atu_snp_free(&v);
 }
 END_TEST
 
 START_TEST(test_generic_entry_finds_vcek_and_ask)
 {
-	struct vec v;
-	vec_load(&v, "genoa-v3-azure", "vcek.pem", "ask_genoa.pem");
+	struct atu_snp_vec v;
+	atu_snp_load(&v, "genoa-v3-azure", "vcek.pem", "ask_genoa.pem");
 	struct attest_roots *r = roots();
 	/* ASK first, VCEK second: attest_verify sorts them by subject. */
 	struct attest_blob certs[] = {{v.ask, v.ask_len}, {v.vcek, v.vcek_len}};
@@ -357,7 +288,7 @@ START_TEST(test_generic_entry_finds_vcek_and_ask)
 	ck_assert_int_eq(attest_verify(r, &ev, T_GENOA, c, &e), ERR_PARSE);
 	free(c);
 	attest_roots_free(r);
-	vec_free(&v);
+	atu_snp_free(&v);
 }
 END_TEST
 
@@ -497,8 +428,8 @@ static int fake_verify(struct fake *f, uint8_t *report, struct attest_claims *c,
 
 START_TEST(test_vcek_for_another_tcb_or_chip_is_refused)
 {
-	struct vec v;
-	vec_load(&v, "milan-v2", "vcek.der", "ask_milan.pem");
+	struct atu_snp_vec v;
+	atu_snp_load(&v, "milan-v2", "vcek.der", "ask_milan.pem");
 	uint8_t *report = v.report;
 	struct attest_claims *c = malloc(sizeof *c);
 	struct attest_error e;
@@ -515,7 +446,7 @@ START_TEST(test_vcek_for_another_tcb_or_chip_is_refused)
 	tcb[7] = 0x43;
 	fake_make(&f, tcb, report + 0x1A0);
 	sign_report(report, f.vcek_key);
-	expect(fake_verify(&f, report, c, &e), &e, ERR_ATTESTATION, ATTEST_CHECK_TCB, "microcode");
+	atu_expect(fake_verify(&f, report, c, &e), &e, ERR_ATTESTATION, ATTEST_CHECK_TCB, "microcode");
 	ck_assert_str_eq(e.field, "reported_tcb");
 	fake_free(&f);
 	/* A reserved TCB byte (spl_5) the report does not have. */
@@ -523,7 +454,7 @@ START_TEST(test_vcek_for_another_tcb_or_chip_is_refused)
 	tcb[3] = 1;
 	fake_make(&f, tcb, report + 0x1A0);
 	sign_report(report, f.vcek_key);
-	expect(fake_verify(&f, report, c, &e), &e, ERR_ATTESTATION, ATTEST_CHECK_TCB, "spl_5");
+	atu_expect(fake_verify(&f, report, c, &e), &e, ERR_ATTESTATION, ATTEST_CHECK_TCB, "spl_5");
 	fake_free(&f);
 	/* Another chip's hwID. */
 	uint8_t hw[64];
@@ -531,7 +462,7 @@ START_TEST(test_vcek_for_another_tcb_or_chip_is_refused)
 	hw[63] ^= 1;
 	fake_make(&f, report + 0x180, hw);
 	sign_report(report, f.vcek_key);
-	expect(fake_verify(&f, report, c, &e), &e, ERR_ATTESTATION, ATTEST_CHECK_BINDING, "hwID");
+	atu_expect(fake_verify(&f, report, c, &e), &e, ERR_ATTESTATION, ATTEST_CHECK_BINDING, "hwID");
 	/* ...unless the host masked the chip id: then CHIP_ID is zero and not compared. */
 	report[0x48] |= 2;
 	memset(report + 0x1A0, 0, 64);
@@ -541,7 +472,8 @@ START_TEST(test_vcek_for_another_tcb_or_chip_is_refused)
 	/* MASK_CHIP_ID with a non-zero CHIP_ID is malformed. */
 	report[0x1A0] = 1;
 	sign_report(report, f.vcek_key);
-	expect(fake_verify(&f, report, c, &e), &e, ERR_PARSE, ATTEST_CHECK_FORMAT, "MASK_CHIP_ID");
+	atu_expect(fake_verify(&f, report, c, &e), &e, ERR_PARSE, ATTEST_CHECK_FORMAT,
+		   "MASK_CHIP_ID");
 	/* A version 3 report whose CPUID names a Genoa under a Milan VCEK. */
 	report[0x1A0] = 0;
 	report[0x48] = 0;
@@ -550,7 +482,8 @@ START_TEST(test_vcek_for_another_tcb_or_chip_is_refused)
 	report[0x188] = 0x19;
 	report[0x189] = 0x11;
 	sign_report(report, f.vcek_key);
-	expect(fake_verify(&f, report, c, &e), &e, ERR_ATTESTATION, ATTEST_CHECK_BINDING, "CPUID");
+	atu_expect(fake_verify(&f, report, c, &e), &e, ERR_ATTESTATION, ATTEST_CHECK_BINDING,
+		   "CPUID");
 	report[0x189] = 0x01; /* a Milan model: accepted */
 	sign_report(report, f.vcek_key);
 	ck_assert_int_eq(fake_verify(&f, report, c, &e), 0);
@@ -559,17 +492,18 @@ START_TEST(test_vcek_for_another_tcb_or_chip_is_refused)
 	report[0x1A0] = 0;
 	report[0x48] = 1 << 2;
 	sign_report(report, f.vcek_key);
-	expect(fake_verify(&f, report, c, &e), &e, ERR_ATTESTATION, ATTEST_CHECK_SIGNATURE, "VLEK");
+	atu_expect(fake_verify(&f, report, c, &e), &e, ERR_ATTESTATION, ATTEST_CHECK_SIGNATURE,
+		   "VLEK");
 	fake_free(&f);
 	free(c);
-	vec_free(&v);
+	atu_snp_free(&v);
 }
 END_TEST
 
 START_TEST(test_parse_rejects_structure)
 {
-	struct vec v;
-	vec_load(&v, "genoa-v3-azure", "vcek.pem", "ask_genoa.pem");
+	struct atu_snp_vec v;
+	atu_snp_load(&v, "genoa-v3-azure", "vcek.pem", "ask_genoa.pem");
 	struct attest_snp s;
 	struct attest_error e;
 	ck_assert_int_eq(attest_snp_parse(v.report, v.report_len, &s, &e), 0);
@@ -593,7 +527,7 @@ START_TEST(test_parse_rejects_structure)
 		ck_assert_msg(rc == ERR_PARSE && strstr(e.reason, cases[i].needle),
 			      "case %zu: rc %d \"%s\"", i, rc, e.reason);
 	}
-	vec_free(&v);
+	atu_snp_free(&v);
 }
 END_TEST
 
