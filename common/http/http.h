@@ -9,7 +9,8 @@
  *
  * TLS is mandatory mutual TLS: libmicrohttpd's GnuTLS engine does the handshake and
  * refuses, inside the handshake, a client with no certificate or one that does not
- * chain to the Mimir CA (or is expired, or lacks clientAuth). The verified peer
+ * chain to the Mimir CA (or is expired, or lacks clientAuth). The one exception is a
+ * server configured with client_cert_optional (see below). The verified peer
  * certificate is then read with OpenSSL into a struct ident (role, names, measurement)
  * that handlers see through http_req_peer().
  *
@@ -41,6 +42,8 @@ typedef int (*http_handler_fn)(struct http_req *req, void *svc_ctx);
 #define HTTP_ROUTE_QUIET 1u /* per-request access log at debug level (high-rate routes
 			       such as MPC rounds); failures are still logged */
 #define HTTP_ROUTE_SECRET 2u /* the request body carries secrets: wiped when released */
+#define HTTP_ROUTE_PUBLIC 4u /* callable without a client certificate, on a server whose
+				client_cert_optional is set (no effect otherwise) */
 
 struct http_route {
 	const char *method;  /* "GET", "POST", ... ; NULL ends the table */
@@ -68,6 +71,13 @@ struct http_server_config {
 	/* Readiness probe for /readyz (NULL = always ready); true when ready, else
 	 * fills why (a short reason). */
 	bool (*ready)(void *svc_ctx, char *why, size_t cap);
+	/* TLS only. Default false: every client must present a certificate. When true the
+	 * server asks for one but lets a client without any finish the handshake; such a
+	 * client reaches only HTTP_ROUTE_PUBLIC routes and gets 401 everywhere else (the
+	 * built-in endpoints included). A certificate that is presented is verified
+	 * inside the handshake exactly as in the default mode. For the one service that
+	 * must serve peers before they have a certificate (attest). */
+	bool client_cert_optional;
 };
 
 /* Creates and starts the server. routes is borrowed (usually a static table) and must

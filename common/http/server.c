@@ -58,6 +58,8 @@ struct http_req {
  * identity, parsed once after the handshake. */
 struct conn_ctx {
 	bool hello;          /* a ClientHello arrived (else: a bare TCP probe) */
+	bool optional;       /* the server lets clients without a certificate in */
+	bool anonymous;      /* ... and this one presented none */
 	bool verified;       /* the certificate verification ran */
 	unsigned vstatus;    /* its gnutls_certificate_status_t bits (0: accepted) */
 	bool loaded;
@@ -144,7 +146,13 @@ static gnutls_session_t tls_session(struct MHD_Connection *c)
 static int verify_client(gnutls_session_t ts)
 {
 	struct conn_ctx *cc = gnutls_session_get_ptr(ts);
-	unsigned status = 0;
+	unsigned status = 0, n = 0;
+	if (cc && cc->optional && (!gnutls_certificate_get_peers(ts, &n) || n == 0)) {
+		/* No certificate at all: allowed through to the public routes only. One
+		 * that is presented is verified below like everywhere else. */
+		cc->anonymous = true;
+		return 0;
+	}
 	int rc = gnutls_certificate_verify_peers(ts, (gnutls_typed_vdata_st *)&client_purpose, 1, &status);
 	if (rc < 0)
 		status |= GNUTLS_CERT_INVALID;
@@ -169,6 +177,8 @@ static int on_client_hello(gnutls_session_t ts, unsigned htype, unsigned when, u
  * (a probe that connected and left before saying hello). */
 static const char *tls_refusal(const struct conn_ctx *cc, char *buf, size_t cap)
 {
+	if (cc->anonymous)
+		return NULL;
 	if (!cc->verified)
 		return cc->hello ? "no client certificate presented" : NULL;
 	if (cc->vstatus == 0)
@@ -194,9 +204,13 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx
 		*socket_ctx = cc;
 		gnutls_session_t ts = s->tls ? tls_session(c) : NULL;
 		if (ts) {
-			/* Refuse inside the handshake: a certificate is required, and it
-			 * must chain to the Mimir CA, be valid now and allow clientAuth. */
-			gnutls_certificate_server_set_request(ts, GNUTLS_CERT_REQUIRE);
+			/* Refuse inside the handshake: a certificate is required (unless
+			 * the server lets anonymous clients reach its public routes), and
+			 * it must chain to the Mimir CA, be valid now and allow clientAuth. */
+			if (cc)
+				cc->optional = s->cfg.client_cert_optional;
+			gnutls_certificate_server_set_request(
+				ts, s->cfg.client_cert_optional ? GNUTLS_CERT_REQUEST : GNUTLS_CERT_REQUIRE);
 			gnutls_session_set_ptr(ts, cc);
 			gnutls_session_set_verify_function(ts, verify_client);
 			gnutls_handshake_set_hook_function(ts, GNUTLS_HANDSHAKE_CLIENT_HELLO,
@@ -222,8 +236,11 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx
 	}
 }
 
-static const struct ident *conn_peer(struct http_server *s, struct MHD_Connection *c)
+/* The verified peer, or NULL: then *anonymous says whether the client presented no
+ * certificate at all (possible only with client_cert_optional). */
+static const struct ident *conn_peer(struct http_server *s, struct MHD_Connection *c, bool *anonymous)
 {
+	*anonymous = false;
 	if (!s->tls)
 		return NULL;
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
@@ -231,6 +248,10 @@ static const struct ident *conn_peer(struct http_server *s, struct MHD_Connectio
 	if (!cc)
 		return NULL;
 	cc->requests++;
+	if (cc->anonymous) {
+		*anonymous = true;
+		return NULL;
+	}
 	if (!cc->loaded) {
 		cc->loaded = true;
 		cc->rc = ERR_UNAUTHENTICATED;
@@ -465,8 +486,9 @@ static const struct http_route builtin_routes[] = {
 static void first_call(struct http_server *s, struct http_req *r)
 {
 	char allow[128];
-	r->peer = conn_peer(s, r->conn);
-	if (s->tls && !r->peer) {
+	bool anonymous;
+	r->peer = conn_peer(s, r->conn, &anonymous);
+	if (s->tls && !r->peer && !anonymous) {
 		/* The handshake verified the chain, so this is a certificate we cannot
 		 * read (a malformed Mimir extension): refuse rather than guess. */
 		http_reply_problem(r, ERR_UNAUTHENTICATED, "client certificate identity unreadable", NULL);
@@ -493,6 +515,11 @@ static void first_call(struct http_server *s, struct http_req *r)
 		return;
 	}
 	r->route_label = r->route->pattern;
+	if (anonymous && !(r->route->flags & HTTP_ROUTE_PUBLIC)) {
+		http_reply_problem(r, ERR_UNAUTHENTICATED,
+				   "this endpoint requires a client certificate issued by this deployment's CA", NULL);
+		return;
+	}
 	if (r->route->roles && (!r->peer || !(r->route->roles & HTTP_ROLE(r->peer->role)))) {
 		char detail[128];
 		snprintf(detail, sizeof detail, "role %s may not call this endpoint",

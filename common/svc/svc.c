@@ -169,6 +169,7 @@ int svc_main(int argc, char **argv, const struct svc_def *def)
 		.tls_key = st.tls_enabled ? st.tls_key : NULL,
 		.tls_ca = st.tls_enabled ? st.tls_ca : NULL,
 		.ready = def->ready,
+		.client_cert_optional = def->tls_client_cert_optional,
 	};
 	if ((rc = http_server_start(&srv, &hc, def->routes, ctx, metrics)) != 0)
 		goto out;

@@ -35,6 +35,9 @@ struct svc_def {
 	/* After the server stopped (no handler runs any more). */
 	void (*fini)(void *ctx);
 	bool (*ready)(void *ctx, char *why, size_t cap);
+	/* http_server_config.client_cert_optional: clients without a certificate may
+	 * call the routes flagged HTTP_ROUTE_PUBLIC (attest only; default false). */
+	bool tls_client_cert_optional;
 };
 
 /* Returns the process exit code: 0 after a clean shutdown, 1 on a runtime failure,
