@@ -1,11 +1,18 @@
 /* mnet: payload framing, the hub that files incoming round payloads per generation
- * and sender, and the mpc_net implementation that sends to all peers concurrently and
- * waits for their payloads. Everything shared between the HTTP worker threads (which
- * deliver) and the engine threads (which wait) is under the hub's one lock; each
- * generation has its own condition variable so waiters wake only for their own. */
+ * and sender (the rules every payload passes, whether it came in a POST or on a
+ * stream), and the mpc_net implementation: a round is sent to all peers at once and
+ * the peers' payloads are taken from the hub. In request mode the engine thread POSTs
+ * and then sleeps on the generation's condition variable until the HTTP threads have
+ * filed every payload; in stream mode link.c runs the round (sending and reading the
+ * borrowed streams in one poll loop). Everything shared between the HTTP threads, the
+ * stream reader and the engine threads is under the hub's one lock; each generation has
+ * its own wake-up so waiters wake only for their own, and only for the payload they
+ * wait on. */
 #include "mnet/mnet.h"
 
 #include <errno.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <pthread.h>
@@ -20,6 +27,7 @@
 #include "http/http.h"
 #include "httpc/httpc.h"
 #include "log/log.h"
+#include "mnet/mnet_int.h"
 #include "mpc/mpc.h"
 
 static const uint8_t magic[4] = {'M', 'M', 'P', 'C'};
@@ -56,9 +64,9 @@ void mnet_hdr_encode(const struct mnet_hdr *h, uint8_t out[MNET_HDR_LEN])
 	put32(out + 44, h->length);
 }
 
-int mnet_hdr_decode(const uint8_t *buf, size_t len, struct mnet_hdr *h)
+int mnet_hdr_decode_head(const uint8_t buf[MNET_HDR_LEN], struct mnet_hdr *h)
 {
-	if (len < MNET_HDR_LEN || memcmp(buf, magic, 4) != 0)
+	if (memcmp(buf, magic, 4) != 0)
 		return ERR_PARSE;
 	h->version = get16(buf + 4);
 	h->flags = get16(buf + 6);
@@ -72,66 +80,53 @@ int mnet_hdr_decode(const uint8_t *buf, size_t len, struct mnet_hdr *h)
 		return ERR_UNSUPPORTED;
 	if (h->sender >= MPC_MAX_PARTIES || h->receiver >= MPC_MAX_PARTIES || h->sender == h->receiver)
 		return ERR_RANGE;
-	if (h->length > MNET_MAX_DATA || h->length != len - MNET_HDR_LEN ||
-	    ((h->flags & MNET_FLAG_ABORT) && h->length != 0))
+	if (h->length > MNET_MAX_DATA || ((h->flags & MNET_FLAG_ABORT) && h->length != 0))
 		return ERR_PARSE;
 	return 0;
 }
 
+int mnet_hdr_decode(const uint8_t *buf, size_t len, struct mnet_hdr *h)
+{
+	if (len < MNET_HDR_LEN)
+		return ERR_PARSE;
+	int rc = mnet_hdr_decode_head(buf, h);
+	if (rc == 0 && h->length != len - MNET_HDR_LEN)
+		rc = ERR_PARSE;
+	return rc;
+}
+
 /* ---- the hub ---- */
 
-struct msg {
-	uint64_t round;
-	uint8_t *data;
-	size_t len;
-	struct msg *next;
-};
-
-/* One generation as seen by one receiving party. Created by registration, or by the
- * first payload when a faster peer is already sending (then unregistered until this
- * party catches up, with the senders' fingerprints recorded for the later check). */
-struct chan {
-	uint8_t session[MNET_SESSION_LEN];
-	uint64_t generation;
-	unsigned party, nparties;
-	bool registered;
-	bool aborted;
-	char why[128];
-	pthread_cond_t cv;
-	uint8_t fp[MPC_MAX_PARTIES][32];
-	bool fp_set[MPC_MAX_PARTIES];
-	uint64_t next_round[MPC_MAX_PARTIES];
-	struct msg *head[MPC_MAX_PARTIES], *tail[MPC_MAX_PARTIES];
-	long long created_ms;
-	struct chan *next;
-};
-
-/* Generations that peers started but this party has not joined: bounded in number and
- * age, so stray or late payloads cannot pile up. */
-#define MAX_UNREGISTERED 64
-#define UNREGISTERED_TTL_MS 30000
-
-static long long mono_ms(void)
+long long mnet_mono_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-struct mnet_hub {
-	pthread_mutex_t mu;
-	struct chan *chans;
-	size_t buffered, max_buffered;
-	unsigned unregistered;
-};
+void mnet_deadline(struct timespec *dl, unsigned ms)
+{
+	clock_gettime(CLOCK_REALTIME, dl);
+	dl->tv_sec += ms / 1000;
+	dl->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (dl->tv_nsec >= 1000000000L)
+		dl->tv_sec++, dl->tv_nsec -= 1000000000L;
+}
 
 int mnet_hub_new(size_t max_buffered, struct mnet_hub **out)
 {
 	struct mnet_hub *h = calloc(1, sizeof *h);
 	if (!h)
 		return ERR_NOMEM;
-	pthread_mutex_init(&h->mu, NULL);
+	/* The reader files a payload and wakes the engine, which then takes the lock the
+	 * reader is about to drop: a short spin beats a sleep there. */
+	pthread_mutexattr_t ma;
+	pthread_mutexattr_init(&ma);
+	pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+	pthread_mutex_init(&h->mu, &ma);
+	pthread_mutexattr_destroy(&ma);
 	h->max_buffered = max_buffered ? max_buffered : (size_t)256 << 20;
+	h->lfd = h->epfd = h->evfd = -1;
 	*out = h;
 	return 0;
 }
@@ -149,10 +144,15 @@ static void chan_drop_msgs(struct mnet_hub *h, struct chan *c)
 		}
 }
 
+/* The generation is over here: its streams are closed (by the reader) and its
+ * payloads wiped. */
 static void chan_free(struct mnet_hub *h, struct chan *c)
 {
+	mnet_streams_detach(h, c);
 	chan_drop_msgs(h, c);
 	pthread_cond_destroy(&c->cv);
+	if (c->evfd >= 0)
+		close(c->evfd);
 	free(c);
 }
 
@@ -160,6 +160,7 @@ void mnet_hub_free(struct mnet_hub *h)
 {
 	if (!h)
 		return;
+	mnet_streams_stop(h);
 	while (h->chans) {
 		struct chan *c = h->chans;
 		h->chans = c->next;
@@ -169,7 +170,7 @@ void mnet_hub_free(struct mnet_hub *h)
 	free(h);
 }
 
-static struct chan *chan_find(struct mnet_hub *h, const uint8_t *session, uint64_t gen, unsigned party)
+struct chan *mnet_chan_find(struct mnet_hub *h, const uint8_t *session, uint64_t gen, unsigned party)
 {
 	for (struct chan *c = h->chans; c; c = c->next)
 		if (c->generation == gen && c->party == party && memcmp(c->session, session, MNET_SESSION_LEN) == 0)
@@ -185,7 +186,8 @@ static struct chan *chan_new(struct mnet_hub *h, const uint8_t *session, uint64_
 	memcpy(c->session, session, MNET_SESSION_LEN);
 	c->generation = gen;
 	c->party = party;
-	c->created_ms = mono_ms();
+	c->created_ms = mnet_mono_ms();
+	c->evfd = -1;
 	pthread_cond_init(&c->cv, NULL);
 	c->next = h->chans;
 	h->chans = c;
@@ -201,9 +203,9 @@ static void chan_unlink(struct mnet_hub *h, struct chan *c)
 		}
 }
 
-static void sweep_unregistered(struct mnet_hub *h)
+void mnet_hub_sweep(struct mnet_hub *h)
 {
-	long long now = mono_ms();
+	long long now = mnet_mono_ms();
 	for (struct chan **pp = &h->chans; *pp;) {
 		struct chan *c = *pp;
 		if (!c->registered && now - c->created_ms > UNREGISTERED_TTL_MS) {
@@ -216,14 +218,120 @@ static void sweep_unregistered(struct mnet_hub *h)
 	}
 }
 
+struct chan *mnet_chan_get(struct mnet_hub *h, const uint8_t *session, uint64_t gen, unsigned party,
+			   const char **detail)
+{
+	struct chan *c = mnet_chan_find(h, session, gen, party);
+	if (c)
+		return c;
+	mnet_hub_sweep(h);
+	if (h->unregistered >= MAX_UNREGISTERED || !(c = chan_new(h, session, gen, party))) {
+		*detail = "too many generations not yet joined by this party";
+		return NULL;
+	}
+	h->unregistered++;
+	return c;
+}
+
+static void kick_engine(struct chan *c)
+{
+	if (c->polling && c->evfd >= 0) {
+		uint64_t one = 1;
+		ssize_t w = write(c->evfd, &one, sizeof one);
+		(void)w; /* a full counter already means "wake up" */
+	}
+}
+
+void mnet_chan_notify(struct chan *c)
+{
+	pthread_cond_broadcast(&c->cv);
+	kick_engine(c);
+}
+
 /* Marks the generation aborted (first reason wins) and wakes its waiter. */
-static void chan_abort(struct chan *c, const char *why)
+void mnet_chan_abort(struct chan *c, const char *why)
 {
 	if (!c->aborted) {
 		c->aborted = true;
 		snprintf(c->why, sizeof c->why, "%s", why);
 	}
-	pthread_cond_broadcast(&c->cv);
+	mnet_chan_notify(c);
+}
+
+int mnet_check_sender(struct mnet_hub *h, struct chan *c, unsigned sender, const uint8_t fp[32],
+		      const char *cn, const char **detail)
+{
+	(void)h;
+	if (c->aborted) {
+		*detail = c->why;
+		return ERR_ABORTED;
+	}
+	if (c->registered && sender >= c->nparties) {
+		*detail = "sender index beyond the parties of this generation";
+		return ERR_RANGE;
+	}
+	if (c->fp_set[sender] && sodium_memcmp(c->fp[sender], fp, 32) != 0) {
+		/* Another party's certificate claiming this sender's index: refuse it, and
+		 * do not let it disturb the generation. */
+		*detail = "the certificate is not the one registered for this sender";
+		LOG_WARN("mnet.impostor", LOG_S("peer", cn), LOG_I("claimed_sender", sender));
+		return ERR_FORBIDDEN;
+	}
+	if (!c->fp_set[sender]) {
+		memcpy(c->fp[sender], fp, 32);
+		c->fp_set[sender] = true;
+	}
+	return 0;
+}
+
+int mnet_file(struct mnet_hub *h, struct chan *c, const struct mnet_hdr *hd, uint8_t *data,
+	      const char **detail)
+{
+	int rc = 0;
+	if (hd->flags & MNET_FLAG_ABORT) {
+		char why[96];
+		snprintf(why, sizeof why, "party %u aborted the generation", hd->sender);
+		mnet_chan_abort(c, why);
+		goto out;
+	}
+	if (hd->round != c->next_round[hd->sender]) {
+		char why[96];
+		snprintf(why, sizeof why, "party %u sent round %llu, expected %llu (replayed or reordered)",
+			 hd->sender, (unsigned long long)hd->round, (unsigned long long)c->next_round[hd->sender]);
+		mnet_chan_abort(c, why);
+		rc = ERR_CONFLICT, *detail = c->why;
+		goto out;
+	}
+	if (h->buffered + hd->length > h->max_buffered) {
+		mnet_chan_abort(c, "the receiving party's round buffer is full");
+		rc = ERR_UNAVAILABLE, *detail = c->why;
+		goto out;
+	}
+	struct msg *m = calloc(1, sizeof *m);
+	if (!m) {
+		rc = ERR_NOMEM, *detail = NULL;
+		goto out;
+	}
+	m->round = hd->round;
+	m->data = data;
+	m->len = hd->length;
+	data = NULL;
+	if (c->tail[hd->sender])
+		c->tail[hd->sender]->next = m;
+	else
+		c->head[hd->sender] = m;
+	c->tail[hd->sender] = m;
+	c->next_round[hd->sender]++;
+	h->buffered += hd->length;
+	if (c->waiting_for == hd->sender + 1u)
+		pthread_cond_signal(&c->cv); /* one waiter: the engine */
+	kick_engine(c);
+out:
+	if (data) {
+		sodium_memzero(data, hd->length);
+		free(data);
+	}
+	return rc;
 }
 
 int mnet_hub_deliver(struct mnet_hub *h, struct http_req *req)
@@ -238,103 +346,33 @@ int mnet_hub_deliver(struct mnet_hub *h, struct http_req *req)
 	if (!peer)
 		return http_reply_problem(req, ERR_UNAUTHENTICATED, "round payloads need a party certificate", NULL);
 
-	int status = 204, code = 0;
 	const char *detail = NULL;
-	pthread_mutex_lock(&h->mu);
-	struct chan *c = chan_find(h, hd.session, hd.generation, hd.receiver);
-	if (!c) {
-		sweep_unregistered(h);
-		if (h->unregistered >= MAX_UNREGISTERED || !(c = chan_new(h, hd.session, hd.generation, hd.receiver))) {
-			code = ERR_UNAVAILABLE, detail = "too many generations not yet joined by this party";
-			goto out;
-		}
-		h->unregistered++;
-	}
-	if (c->aborted) {
-		status = 410, code = ERR_ABORTED, detail = c->why;
-		goto out;
-	}
-	if (c->registered && hd.sender >= c->nparties) {
-		code = ERR_RANGE, detail = "sender index beyond the parties of this generation";
-		goto out;
-	}
-	if (c->fp_set[hd.sender] &&
-	    sodium_memcmp(c->fp[hd.sender], peer->fingerprint, sizeof peer->fingerprint) != 0) {
-		/* Another party's certificate claiming this sender's index: refuse it, and
-		 * do not let it disturb the generation. */
-		code = ERR_FORBIDDEN, detail = "the certificate is not the one registered for this sender";
-		LOG_WARN("mnet.impostor", LOG_S("peer", peer->cn), LOG_I("claimed_sender", hd.sender));
-		goto out;
-	}
-	if (!c->fp_set[hd.sender]) {
-		memcpy(c->fp[hd.sender], peer->fingerprint, sizeof peer->fingerprint);
-		c->fp_set[hd.sender] = true;
-	}
-	if (hd.flags & MNET_FLAG_ABORT) {
-		char why[96];
-		snprintf(why, sizeof why, "party %u aborted the generation", hd.sender);
-		chan_abort(c, why);
-		goto out;
-	}
-	if (hd.round != c->next_round[hd.sender]) {
-		char why[96];
-		snprintf(why, sizeof why, "party %u sent round %llu, expected %llu (replayed or reordered)",
-			 hd.sender, (unsigned long long)hd.round, (unsigned long long)c->next_round[hd.sender]);
-		chan_abort(c, why);
-		code = ERR_CONFLICT, detail = c->why;
-		goto out;
-	}
-	if (h->buffered + hd.length > h->max_buffered) {
-		chan_abort(c, "the receiving party's round buffer is full");
-		code = ERR_UNAVAILABLE, detail = c->why;
-		goto out;
-	}
-	struct msg *m = calloc(1, sizeof *m);
-	uint8_t *data = hd.length ? malloc(hd.length) : NULL;
-	if (!m || (hd.length && !data)) {
-		free(m);
-		free(data);
-		code = ERR_NOMEM;
-		goto out;
-	}
+	char why[128] = "";
+	uint8_t *data = NULL;
+	if (hd.length && !(data = malloc(hd.length)))
+		return http_reply_problem(req, ERR_NOMEM, NULL, NULL);
 	if (hd.length)
 		memcpy(data, body + MNET_HDR_LEN, hd.length);
-	m->round = hd.round;
-	m->data = data;
-	m->len = hd.length;
-	if (c->tail[hd.sender])
-		c->tail[hd.sender]->next = m;
-	else
-		c->head[hd.sender] = m;
-	c->tail[hd.sender] = m;
-	c->next_round[hd.sender]++;
-	h->buffered += hd.length;
-	pthread_cond_broadcast(&c->cv);
-out:
+	pthread_mutex_lock(&h->mu);
+	struct chan *c = mnet_chan_get(h, hd.session, hd.generation, hd.receiver, &detail);
+	if (!c)
+		rc = ERR_UNAVAILABLE;
+	else if ((rc = mnet_check_sender(h, c, hd.sender, peer->fingerprint, peer->cn, &detail)) == 0)
+		rc = mnet_file(h, c, &hd, data, &detail), data = NULL;
+	if (detail)
+		snprintf(why, sizeof why, "%s", detail); /* it may live in the generation */
 	pthread_mutex_unlock(&h->mu);
-	if (code)
-		return http_reply_problem_status(req, code, status == 410 ? 410 : (unsigned)err_http_status(code),
-						 detail, NULL);
+	if (data) {
+		sodium_memzero(data, hd.length);
+		free(data);
+	}
+	if (rc)
+		return http_reply_problem_status(req, rc, rc == ERR_ABORTED ? 410 : (unsigned)err_http_status(rc),
+						 why[0] ? why : NULL, NULL);
 	return http_reply_data(req, 204, NULL, NULL, 0);
 }
 
 /* ---- the net ---- */
-
-struct mnet_net {
-	struct mnet_hub *hub;
-	struct chan *chan;
-	unsigned party, nparties;
-	unsigned timeout_ms;
-	uint64_t round;
-	struct httpc *peer[MPC_MAX_PARTIES];
-	struct httpc_multi *multi;
-	struct buf out[MPC_MAX_PARTIES];
-	struct mnet_opts o;
-	struct mnet_peer peers[MPC_MAX_PARTIES];
-	uint8_t session[MNET_SESSION_LEN];
-	uint64_t generation;
-	bool notified; /* the peers have been told this generation is over */
-};
 
 static void net_abort(void *impl);
 
@@ -353,31 +391,34 @@ static int peer_client(const struct mnet_net *n, unsigned j, unsigned timeout_ms
 	return httpc_new(out, &ho);
 }
 
-static int net_send(struct mnet_net *n, const uint8_t *const send[], const size_t send_len[], uint16_t flags,
-		    struct httpc *const clients[], struct httpc_multi *multi)
+int mnet_frame(struct mnet_net *n, unsigned j, const uint8_t *data, size_t len, uint16_t flags)
+{
+	if (len > MNET_MAX_DATA)
+		return ERR_TOO_LARGE;
+	struct mnet_hdr hd = {.version = MNET_VERSION, .flags = flags, .generation = n->generation,
+			      .round = n->round, .sender = (uint16_t)n->party, .receiver = (uint16_t)j,
+			      .length = (uint32_t)len};
+	memcpy(hd.session, n->session, MNET_SESSION_LEN);
+	uint8_t hb[MNET_HDR_LEN];
+	mnet_hdr_encode(&hd, hb);
+	struct buf *b = &n->out[j];
+	b->len = 0;
+	if (buf_append(b, hb, sizeof hb) != 0 || (len && buf_append(b, data, len) != 0))
+		return ERR_NOMEM;
+	return 0;
+}
+
+/* POSTs bufs[j] to every peer j with to[j] set, all at once. */
+static int post_all(struct mnet_net *n, const struct buf *bufs, const bool to[], struct httpc *const clients[],
+		    struct httpc_multi *multi)
 {
 	struct httpc_call calls[MPC_MAX_PARTIES];
 	size_t nc = 0;
-	for (unsigned j = 0; j < n->nparties; j++) {
-		if (j == n->party)
-			continue;
-		size_t dlen = send ? send_len[j] : 0;
-		if (dlen > MNET_MAX_DATA)
-			return ERR_TOO_LARGE;
-		struct mnet_hdr hd = {.version = MNET_VERSION, .flags = flags, .generation = n->generation,
-				      .round = n->round, .sender = (uint16_t)n->party, .receiver = (uint16_t)j,
-				      .length = (uint32_t)dlen};
-		memcpy(hd.session, n->session, MNET_SESSION_LEN);
-		uint8_t hb[MNET_HDR_LEN];
-		mnet_hdr_encode(&hd, hb);
-		struct buf *b = &n->out[j];
-		b->len = 0;
-		if (buf_append(b, hb, sizeof hb) != 0 || (dlen && buf_append(b, send[j], dlen) != 0))
-			return ERR_NOMEM;
-		calls[nc++] = (struct httpc_call){.c = clients[j], .method = "POST", .path = MNET_ROUTE,
-						  .content_type = "application/octet-stream",
-						  .body = b->data, .len = b->len};
-	}
+	for (unsigned j = 0; j < n->nparties; j++)
+		if (j != n->party && to[j])
+			calls[nc++] = (struct httpc_call){.c = clients[j], .method = "POST", .path = MNET_ROUTE,
+							  .content_type = "application/octet-stream",
+							  .body = bufs[j].data, .len = bufs[j].len};
 	int rc = httpc_multi_run(multi, calls, nc);
 	for (size_t k = 0; k < nc; k++) {
 		long st = calls[k].resp.status;
@@ -392,46 +433,42 @@ static int net_send(struct mnet_net *n, const uint8_t *const send[], const size_
 	return rc;
 }
 
-static int net_exchange(void *impl, const uint8_t *const send[], const size_t send_len[],
-			uint8_t *const recv[], const size_t recv_len[])
+int mnet_take_round(struct mnet_net *n, uint8_t *const recv[], const size_t recv_len[], char *why, size_t cap)
 {
-	struct mnet_net *n = impl;
 	struct mnet_hub *h = n->hub;
-	int rc = net_send(n, send, send_len, 0, n->peer, n->multi);
-	if (rc != 0)
-		return rc;
-	struct timespec dl;
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += n->timeout_ms / 1000;
-	dl.tv_nsec += (long)(n->timeout_ms % 1000) * 1000000L;
-	if (dl.tv_nsec >= 1000000000L)
-		dl.tv_sec++, dl.tv_nsec -= 1000000000L;
-	pthread_mutex_lock(&h->mu);
 	struct chan *c = n->chan;
-	for (unsigned j = 0; j < n->nparties && rc == 0; j++) {
+	int rc = 0;
+	if (c->aborted) {
+		rc = ERR_ABORTED;
+		goto fail;
+	}
+	bool missing = false;
+	for (unsigned j = 0; j < n->nparties; j++) {
 		if (j == n->party)
 			continue;
-		while (!c->aborted && !c->head[j] && rc == 0)
-			if (pthread_cond_timedwait(&c->cv, &h->mu, &dl) == ETIMEDOUT && !c->head[j])
-				rc = ERR_TIMEOUT;
-		if (c->aborted) {
-			rc = ERR_ABORTED;
-			break;
-		}
-		if (rc != 0) {
-			char why[96];
-			snprintf(why, sizeof why, "no payload from party %u within %u ms", j, n->timeout_ms);
-			chan_abort(c, why);
-			break;
-		}
 		struct msg *m = c->head[j];
-		if (m->len != recv_len[j]) {
-			char why[96];
-			snprintf(why, sizeof why, "party %u sent %zu bytes, expected %zu", j, m->len, recv_len[j]);
-			chan_abort(c, why);
-			rc = ERR_PROTOCOL;
-			break;
+		char w[96];
+		if (!m && c->gone[j]) {
+			snprintf(w, sizeof w, "party %u closed its stream before round %llu", j,
+				 (unsigned long long)n->round);
+			mnet_chan_abort(c, w);
+			rc = ERR_IO;
+			goto fail;
 		}
+		if (m && m->len != recv_len[j]) {
+			snprintf(w, sizeof w, "party %u sent %zu bytes, expected %zu", j, m->len, recv_len[j]);
+			mnet_chan_abort(c, w);
+			rc = ERR_PROTOCOL;
+			goto fail;
+		}
+		missing = missing || !m;
+	}
+	if (missing)
+		return 1;
+	for (unsigned j = 0; j < n->nparties; j++) {
+		struct msg *m = j == n->party ? NULL : c->head[j];
+		if (!m)
+			continue;
 		if (m->len)
 			memcpy(recv[j], m->data, m->len);
 		c->head[j] = m->next;
@@ -442,13 +479,78 @@ static int net_exchange(void *impl, const uint8_t *const send[], const size_t se
 		free(m->data);
 		free(m);
 	}
-	char why[128];
-	snprintf(why, sizeof why, "%s", c->why);
+	return 0;
+fail:
+	snprintf(why, cap, "%s", c->why);
+	return rc;
+}
+
+/* Request mode: a POST to every peer, then a sleep until the HTTP threads have filed
+ * every peer's payload. */
+static int request_exchange(struct mnet_net *n, uint8_t *const recv[], const size_t recv_len[], char *why,
+			    size_t cap)
+{
+	struct mnet_hub *h = n->hub;
+	struct chan *c = n->chan;
+	int rc = 0;
+	if (!n->multi) {
+		/* Connections are made at the first round, like the streams. */
+		rc = httpc_multi_new(&n->multi);
+		for (unsigned j = 0; j < n->nparties && rc == 0; j++)
+			if (j != n->party)
+				rc = peer_client(n, j, n->timeout_ms, &n->peer[j]);
+	}
+	bool all[MPC_MAX_PARTIES];
+	memset(all, 1, sizeof all);
+	if (rc == 0)
+		rc = post_all(n, n->out, all, n->peer, n->multi);
+	if (rc != 0) {
+		snprintf(why, cap, "sending this round failed");
+		return rc;
+	}
+	struct timespec dl;
+	mnet_deadline(&dl, n->timeout_ms);
+	pthread_mutex_lock(&h->mu);
+	while ((rc = mnet_take_round(n, recv, recv_len, why, cap)) == 1) {
+		unsigned j = 0;
+		while (j == n->party || c->head[j])
+			j++;
+		c->waiting_for = j + 1; /* only this peer's payload wakes us */
+		int w = pthread_cond_timedwait(&c->cv, &h->mu, &dl);
+		c->waiting_for = 0;
+		if (w == ETIMEDOUT && !c->head[j] && !c->aborted && !c->gone[j]) {
+			snprintf(why, cap, "no payload from party %u within %u ms", j, n->timeout_ms);
+			mnet_chan_abort(c, why);
+			rc = ERR_TIMEOUT;
+			break;
+		}
+	}
 	pthread_mutex_unlock(&h->mu);
+	return rc;
+}
+
+static int net_exchange(void *impl, const uint8_t *const send[], const size_t send_len[],
+			uint8_t *const recv[], const size_t recv_len[])
+{
+	struct mnet_net *n = impl;
+	struct mnet_hub *h = n->hub;
+	char why[128] = "";
+	int rc = 0;
+	for (unsigned j = 0; j < n->nparties && rc == 0; j++)
+		if (j != n->party)
+			rc = mnet_frame(n, j, send[j], send_len[j], 0);
+	if (rc == 0 && n->mode == MNET_MODE_STREAM)
+		rc = (n->links_open ? 0 : mnet_links_open(n)) ?: mnet_stream_exchange(n, recv, recv_len, why, sizeof why);
+	else if (rc == 0)
+		rc = request_exchange(n, recv, recv_len, why, sizeof why);
 	if (rc == 0) {
-		n->round++;
+		__atomic_store_n(&n->round, n->round + 1, __ATOMIC_RELAXED); /* aborts read it */
 		return 0;
 	}
+	pthread_mutex_lock(&h->mu);
+	if (!why[0])
+		snprintf(why, sizeof why, "%s", n->chan->aborted ? n->chan->why : "could not reach the peers");
+	pthread_mutex_unlock(&h->mu);
 	LOG_WARN("mnet.round_failed", LOG_I("party", n->party), LOG_I("round", n->round),
 		 LOG_S("error", err_title(rc)), LOG_S("why", why));
 	/* Whatever ended the round here ends it everywhere: peers that already moved on
@@ -457,28 +559,48 @@ static int net_exchange(void *impl, const uint8_t *const send[], const size_t se
 	return rc;
 }
 
-/* Stops this generation here and tells every peer, over fresh short-lived connections
- * (the engine thread may be using the round connections right now). */
+/* Stops this generation here and tells every peer: on its stream when the stream is
+ * free right now, else over a fresh short-lived connection (the engine thread may be
+ * in the middle of a round on the usual ones). */
 static void net_abort(void *impl)
 {
 	struct mnet_net *n = impl;
 	pthread_mutex_lock(&n->hub->mu);
-	chan_abort(n->chan, "this party aborted the generation");
+	mnet_chan_abort(n->chan, "this party aborted the generation");
 	bool notified = n->notified;
 	n->notified = true;
 	pthread_mutex_unlock(&n->hub->mu);
 	if (notified)
 		return;
+	bool reached[MPC_MAX_PARTIES] = {false}, to[MPC_MAX_PARTIES] = {false}, any = false;
+	if (n->mode == MNET_MODE_STREAM)
+		mnet_links_abort(n, reached);
+	struct buf bufs[MPC_MAX_PARTIES];
 	struct httpc *clients[MPC_MAX_PARTIES] = {0};
 	struct httpc_multi *multi = NULL;
-	bool ok = httpc_multi_new(&multi) == 0;
-	for (unsigned j = 0; ok && j < n->nparties; j++)
-		if (j != n->party && peer_client(n, j, 1000, &clients[j]) != 0)
-			ok = false;
+	for (unsigned j = 0; j < n->nparties; j++) {
+		buf_init(&bufs[j], MNET_HDR_LEN, false);
+		to[j] = j != n->party && !reached[j];
+		any = any || to[j];
+	}
+	bool ok = any && httpc_multi_new(&multi) == 0;
+	for (unsigned j = 0; ok && j < n->nparties; j++) {
+		if (!to[j])
+			continue;
+		struct mnet_hdr hd = {.version = MNET_VERSION, .flags = MNET_FLAG_ABORT, .generation = n->generation,
+				      .round = __atomic_load_n(&n->round, __ATOMIC_RELAXED),
+				      .sender = (uint16_t)n->party, .receiver = (uint16_t)j};
+		memcpy(hd.session, n->session, MNET_SESSION_LEN);
+		uint8_t hb[MNET_HDR_LEN];
+		mnet_hdr_encode(&hd, hb);
+		ok = buf_append(&bufs[j], hb, sizeof hb) == 0 && peer_client(n, j, 1000, &clients[j]) == 0;
+	}
 	if (ok)
-		net_send(n, NULL, NULL, MNET_FLAG_ABORT, clients, multi);
-	for (unsigned j = 0; j < n->nparties; j++)
+		post_all(n, bufs, to, clients, multi);
+	for (unsigned j = 0; j < n->nparties; j++) {
 		httpc_free(clients[j]);
+		buf_free(&bufs[j]);
+	}
 	httpc_multi_free(multi);
 }
 
@@ -487,6 +609,7 @@ static void net_free(void *impl)
 	struct mnet_net *n = impl;
 	if (!n)
 		return;
+	mnet_links_free(n);
 	if (n->chan) {
 		pthread_mutex_lock(&n->hub->mu);
 		chan_unlink(n->hub, n->chan);
@@ -496,6 +619,8 @@ static void net_free(void *impl)
 	for (unsigned j = 0; j < MPC_MAX_PARTIES; j++) {
 		httpc_free(n->peer[j]);
 		buf_free(&n->out[j]);
+		free(n->urls[2 * j]);
+		free(n->urls[2 * j + 1]);
 	}
 	httpc_multi_free(n->multi);
 	free(n);
@@ -509,30 +634,58 @@ int mnet_net_new(struct mnet_hub *hub, const uint8_t session[MNET_SESSION_LEN], 
 {
 	*out = NULL;
 	if (nparties < 2 || nparties > MPC_MAX_PARTIES || party >= nparties || !o || !o->ca_file ||
-	    !o->cert_file || !o->key_file)
+	    !o->cert_file || !o->key_file || o->mode > MNET_MODE_REQUEST)
 		return ERR_INVALID;
 	struct mnet_net *n = calloc(1, sizeof *n);
 	if (!n)
 		return ERR_NOMEM;
+	int rc = 0;
 	n->hub = hub;
 	n->party = party;
 	n->nparties = nparties;
 	n->o = *o;
 	n->timeout_ms = o->timeout_ms ? o->timeout_ms : 5000;
+	n->mode = o->mode == MNET_MODE_DEFAULT ? MNET_MODE_STREAM : o->mode;
+	for (unsigned j = 0; j < nparties && rc == 0; j++)
+		if (j != party && (!peers[j].url || (n->mode == MNET_MODE_STREAM && !peers[j].stream_url)))
+			rc = ERR_INVALID;
+	pthread_mutex_lock(&hub->mu);
+	bool listening = hub->tls != NULL;
+	pthread_mutex_unlock(&hub->mu);
+	if (rc == 0 && n->mode == MNET_MODE_STREAM && !listening) {
+		/* The peers' streams to this party would have nowhere to go. */
+		LOG_ERROR("mnet.config", LOG_S("error", "stream mode needs the hub's stream listener (mnet_hub_listen)"));
+		rc = ERR_INVALID;
+	}
+	int evfd = -1;
+	if (rc == 0 && n->mode == MNET_MODE_STREAM && (evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+		rc = ERR_NOMEM;
+	if (rc != 0) {
+		free(n);
+		return rc;
+	}
 	n->generation = generation;
 	memcpy(n->session, session, MNET_SESSION_LEN);
 	memcpy(n->peers, peers, nparties * sizeof *peers);
-	int rc = httpc_multi_new(&n->multi);
-	for (unsigned j = 0; j < nparties && rc == 0; j++) {
+	for (unsigned j = 0; j < MPC_MAX_PARTIES; j++)
 		buf_init(&n->out[j], MNET_HDR_LEN + MNET_MAX_DATA, true);
-		if (j != party)
-			rc = peer_client(n, j, n->timeout_ms, &n->peer[j]);
+	/* Connections are made at the first round: the net keeps its own copies. */
+	for (unsigned j = 0; j < nparties && rc == 0; j++) {
+		struct mnet_peer *p = &n->peers[j];
+		if (p->url && !(p->url = n->urls[2 * j] = strdup(p->url)))
+			rc = ERR_NOMEM;
+		if (p->stream_url && !(p->stream_url = n->urls[2 * j + 1] = strdup(p->stream_url)))
+			rc = ERR_NOMEM;
 	}
-	if (rc != 0)
-		goto fail;
+	if (rc != 0) {
+		if (evfd >= 0)
+			close(evfd);
+		net_free(n);
+		return rc;
+	}
 
 	pthread_mutex_lock(&hub->mu);
-	struct chan *c = chan_find(hub, session, generation, party);
+	struct chan *c = mnet_chan_find(hub, session, generation, party);
 	if (c && c->registered) {
 		rc = ERR_CONFLICT; /* this party already runs this generation */
 	} else {
@@ -545,28 +698,30 @@ int mnet_net_new(struct mnet_hub *hub, const uint8_t session[MNET_SESSION_LEN], 
 		} else {
 			c->registered = true;
 			c->nparties = nparties;
-			/* Payloads that arrived before we joined must have come from the
-			 * registered certificates, else the generation cannot be trusted. */
+			c->evfd = evfd;
+			evfd = -1;
+			/* Payloads and streams that came before we joined must have come from
+			 * the registered certificates, else the generation cannot be trusted. */
 			for (unsigned j = 0; j < nparties; j++) {
 				if (c->fp_set[j] && sodium_memcmp(c->fp[j], peers[j].fingerprint, 32) != 0)
-					chan_abort(c, "an early payload came from an unexpected certificate");
+					mnet_chan_abort(c, "an early payload came from an unexpected certificate");
 				memcpy(c->fp[j], peers[j].fingerprint, 32);
 				c->fp_set[j] = j != party;
 			}
 			for (unsigned j = nparties; j < MPC_MAX_PARTIES; j++)
 				if (c->head[j] || c->fp_set[j])
-					chan_abort(c, "an early payload named a sender outside the generation");
+					mnet_chan_abort(c, "an early payload named a sender outside the generation");
 			n->chan = c;
 		}
 	}
 	pthread_mutex_unlock(&hub->mu);
-	if (rc != 0)
-		goto fail;
-	rc = mpc_net_new(&mnet_ops, n, party, nparties, out);
-	return rc; /* on failure mpc_net_new has freed n through net_free */
-fail:
-	net_free(n);
-	return rc;
+	if (evfd >= 0)
+		close(evfd);
+	if (rc != 0) {
+		net_free(n);
+		return rc;
+	}
+	return mpc_net_new(&mnet_ops, n, party, nparties, out); /* on failure n is freed */
 }
 
 int mnet_cert_fingerprint(const char *pem_path, uint8_t out[32])
