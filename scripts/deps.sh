@@ -18,7 +18,15 @@ pkgs=(
   prometheus                           # promtool, to validate /metrics
   curl ca-certificates                 # integration tests and the demo
   iproute2 procps                      # network namespaces, process control in tests
+  wrk                                  # HTTP load generator (gateway figures in make bench)
+  bsdutils                             # script(1): terminal progress-bar tests
 )
+
+# Node.js with npm runs the OpenAPI linter and validator (npm packages, installed by
+# scripts/openapi-lint.sh into build/tools). Machines of this project ship Node.js 20
+# with npm; only when there is none at all fall back to Debian's (which may be too old
+# for the linter: openapi-lint.sh then says so).
+command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)
 
 missing=()
 for p in "${pkgs[@]}"; do
