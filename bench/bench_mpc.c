@@ -13,11 +13,45 @@
 #include "log/log.h"
 #include "mpc/mpc.h"
 
-enum op { OP_MUL, OP_MUL_FX, OP_TRUNC, OP_REVEAL, OP_INPUT, OP_FMAT, OP_LTZ, OP_ARGMAX, OP_EXP };
+enum op {
+	OP_MUL,
+	OP_MUL_FX,
+	OP_TRUNC,
+	OP_REVEAL,
+	OP_INPUT,
+	OP_FMAT,
+	OP_LTZ,
+	OP_ARGMAX,
+	OP_EXP,
+	OP_RECIP,
+	OP_RSQRT,
+	OP_SILU,
+	OP_SOFTMAX,
+	OP_EXPNEG,
+};
 static const char *op_name[] = {"multiply (Beaver, Z_2^64)", "fixed-point multiply",
 				"truncation (f = 16)", "reveal (open + MAC check)",
 				"input (one owner)", "fixed-mask matmul", "LTZ (x < 0)",
-				"argmax (index + one-hot)", "exp (f = 16)"};
+				"argmax (index + one-hot)", "exp (f = 16)", "reciprocal",
+				"rsqrt", "SiLU", "softmax", "exp of x <= 0 (exp_neg)"};
+
+/* Preprocessing an approximation consumes, per element at f = 16 (docs/PROTOCOL.md):
+ * triples, comparison masks, look-up masks, and truncation pairs by these amounts. */
+struct apx_prep {
+	size_t triples, cmps, luts;
+	unsigned tm[3];
+	size_t tn[3];
+};
+static const struct apx_prep apx_prep[] = {
+    [OP_EXP] = {130, 3, 0, {16}, {4}},
+    [OP_RECIP] = {420, 6, 0, {35, 27, 24}, {1, 1, 3}},
+    [OP_RSQRT] = {480, 6, 0, {35, 28, 24}, {1, 1, 2}},
+    [OP_SILU] = {66, 2, 1, {13, 16, 32}, {1, 1, 1}},
+    [OP_EXPNEG] = {64, 2, 1, {13, 16, 32}, {1, 1, 1}},
+    /* softmax, per element: a comparison of the tournament (30 triples), the exp of
+     * x - max <= 0 (one LTZ: 35) and the product */
+    [OP_SOFTMAX] = {66, 2, 1, {13, 16, 32}, {1, 2, 1}},
+};
 
 struct job {
 	enum op op;
@@ -58,6 +92,14 @@ static void *party(void *a)
 		v[i] = (ring64_t) - (int64_t)v[i]; /* both signs */
 	for (size_t i = 0; j->op == OP_EXP && i < n; i++) /* across the domain [-32, 8] */
 		v[i] = (ring64_t)((int64_t)(i % 40) - 32) << 16 | (ring64_t)(i * 40503u % 65536);
+	for (size_t i = 0; (j->op == OP_RECIP || j->op == OP_RSQRT) && i < n; i++) /* [2^-16, 2^16] */
+		v[i] = ((ring64_t)1 << (i % 32)) | (ring64_t)(i * 2654435761u % (1u << (i % 32)));
+	for (size_t i = 0; j->op == OP_EXPNEG && i < n; i++) /* [-32, 0] */
+		v[i] = (ring64_t)((int64_t)(i % 32) - 32) << 16 | (ring64_t)(i * 40503u % 65536);
+	for (size_t i = 0; j->op == OP_SILU && i < n; i++) /* [-16, 16] */
+		v[i] = (ring64_t)((int64_t)(i % 32) - 16) << 16 | (ring64_t)(i * 40503u % 65536);
+	for (size_t i = 0; j->op == OP_SOFTMAX && i < n; i++) /* [-8, 8] */
+		v[i] = (ring64_t)((int64_t)(i % 16) - 8) << 16 | (ring64_t)(i * 40503u % 65536);
 	if (j->op == OP_ARGMAX && !(oh = calloc(n, sizeof *oh))) {
 		j->rc = -1;
 		goto out;
@@ -95,14 +137,28 @@ static void *party(void *a)
 		j->rc = mpc_prefill(p, MPC_PREP_TRIPLE, 0, 29 * n);
 	if (j->rc == 0 && j->op == OP_ARGMAX) /* 29 + 2 per comparison, 1 per one-hot node */
 		j->rc = mpc_prefill(p, MPC_PREP_TRIPLE, 0, 32 * n);
-	if (j->rc == 0 && j->op == OP_EXP) /* look-up, two LTZ, the product tree */
-		j->rc = mpc_prefill(p, MPC_PREP_TRIPLE, 0, 130 * n);
-	if (j->rc == 0 && j->op == OP_EXP)
-		j->rc = mpc_prefill(p, MPC_PREP_TRUNC, 16, 4 * n);
+	if (j->op == OP_EXP || j->op == OP_RECIP || j->op == OP_RSQRT || j->op == OP_SILU ||
+	    j->op == OP_SOFTMAX || j->op == OP_EXPNEG) {
+		/* softmax of rows x cols: the tournament (30 triples and a comparison mask per
+		 * element), exp of every element with its product, a reciprocal per row */
+		size_t rows = j->m, nr = j->op == OP_SOFTMAX ? rows : 0;
+		const struct apx_prep *a = &apx_prep[j->op];
+		size_t tri = a->triples * n + nr * apx_prep[OP_RECIP].triples;
+		size_t cmp = a->cmps * n + nr * apx_prep[OP_RECIP].cmps;
+		if (j->rc == 0)
+			j->rc = mpc_prefill(p, MPC_PREP_TRIPLE, 0, tri);
+		if (j->rc == 0)
+			j->rc = mpc_prefill(p, MPC_PREP_CMP, 0, cmp);
+		if (j->rc == 0 && a->luts)
+			j->rc = mpc_prefill(p, MPC_PREP_LUT, 8, a->luts * n);
+		for (int t = 0; t < 3 && j->rc == 0 && a->tm[t]; t++)
+			j->rc = mpc_prefill(p, MPC_PREP_TRUNC, a->tm[t], a->tn[t] * n);
+		for (int t = 0; t < 3 && j->rc == 0 && nr; t++)
+			j->rc = mpc_prefill(p, MPC_PREP_TRUNC, apx_prep[OP_RECIP].tm[t],
+					    apx_prep[OP_RECIP].tn[t] * nr);
+	}
 	if (j->rc == 0 && (j->op == OP_LTZ || j->op == OP_ARGMAX))
 		j->rc = mpc_prefill(p, MPC_PREP_CMP, 0, n);
-	if (j->rc == 0 && j->op == OP_EXP)
-		j->rc = mpc_prefill(p, MPC_PREP_CMP, 0, 3 * n);
 	if (j->rc == 0)
 		j->rc = mpc_prefill(p, MPC_PREP_RAND, 0, 1);
 	if (j->rc != 0 || (j->rc = mpc_check(p)) != 0)
@@ -141,6 +197,21 @@ static void *party(void *a)
 		break;
 	case OP_EXP:
 		j->rc = mpc_exp(p, z, x, n);
+		break;
+	case OP_RECIP:
+		j->rc = mpc_recip(p, z, x, n);
+		break;
+	case OP_RSQRT:
+		j->rc = mpc_rsqrt(p, z, x, n);
+		break;
+	case OP_SILU:
+		j->rc = mpc_silu(p, z, x, n);
+		break;
+	case OP_EXPNEG:
+		j->rc = mpc_exp_neg(p, z, x, n);
+		break;
+	case OP_SOFTMAX:
+		j->rc = mpc_softmax(p, z, x, j->m, n / j->m);
 		break;
 	case OP_FMAT:
 		for (uint32_t u = 0; j->rc == 0 && u < j->uses; u++) {
@@ -218,6 +289,8 @@ static int run(unsigned np, enum op op, size_t n, uint32_t m, uint32_t rows, uin
 	char name[64];
 	if (op == OP_FMAT)
 		snprintf(name, sizeof name, "%ux matmul %ux%u by %ux%u", uses, m, rows, rows, cols);
+	else if (op == OP_SOFTMAX)
+		snprintf(name, sizeof name, "softmax %u rows of %zu", m, n / m);
 	else
 		snprintf(name, sizeof name, "%s", op_name[op]);
 	printf("N=%u %-27s %7zu | %4llu %9.3f %8.3f %8.1f | %4llu %9.3f %8.3f %8.1f\n", np,
@@ -246,9 +319,13 @@ int main(int argc, char **argv)
 	static const struct {
 		enum op op;
 		size_t n;
-	} ops[] = {{OP_MUL, 100000},  {OP_MUL_FX, 100000}, {OP_TRUNC, 100000},
-		   {OP_REVEAL, 100000}, {OP_INPUT, 100000},  {OP_LTZ, 10000},
-		   {OP_ARGMAX, 512},   {OP_EXP, 1000}};
+		uint32_t rows; /* softmax */
+	} ops[] = {{OP_MUL, 100000, 0},  {OP_MUL_FX, 100000, 0}, {OP_TRUNC, 100000, 0},
+		   {OP_REVEAL, 100000, 0}, {OP_INPUT, 100000, 0},  {OP_LTZ, 10000, 0},
+		   {OP_ARGMAX, 512, 0},    {OP_EXP, 1000, 0},      {OP_EXPNEG, 1000, 0},
+		   {OP_RECIP, 1000, 0},
+		   {OP_RSQRT, 1000, 0},    {OP_SILU, 1000, 0},     {OP_SOFTMAX, 8 * 128, 8},
+		   {OP_SOFTMAX, 512, 1}};
 	printf("# MPC engine, N in-process parties (threads on this machine's cores, no\n"
 	       "# network latency: add rounds x RTT for a real network).\n"
 	       "# online: the operation itself plus the MAC check of what it opened, with\n"
@@ -268,7 +345,11 @@ int main(int argc, char **argv)
 	for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
 		for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
 			size_t n = (size_t)((double)ops[o].n * scale);
-			if (run(ns[k], ops[o].op, n ? n : 1, 0, 0, 0, 0) != 0)
+			uint32_t rows = ops[o].rows;
+			if (rows) /* softmax: scale the rows, never the row length */
+				n = ops[o].n, rows = (uint32_t)(rows * scale) ? (uint32_t)(rows * scale) : 1,
+				n = n / ops[o].rows * rows;
+			if (run(ns[k], ops[o].op, n ? n : 1, rows, 0, 0, 0) != 0)
 				return 1;
 		}
 		/* n for a matmul sizes the buffers: the largest of X, W and the output */

@@ -1,7 +1,8 @@
 /* libFuzzer harness: the party-side parser of dealer payloads (prep_expand and
  * prep_expand_wide), the bytes a party receives from the dealer service. The first
  * six input bytes choose the request (kind, parameter, count, matrix shape, party),
- * the rest is the payload. A request the engine would never make is skipped, as the
+ * the rest is the payload (seeds: one real payload of version 3 per kind, look-up
+ * masks of 3 and 8 bits included). A request the engine would never make is skipped, as the
  * engine checks it before asking. Whatever the payload, the parser must return an
  * error or fill exactly what was asked, and it may only accept a payload of exactly
  * the documented length. */
@@ -16,7 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 6)
 		return 0;
 	struct mpc_prep_req req = {
-	    .kind = (uint16_t)(data[0] % 8),
+	    .kind = (uint16_t)(data[0] % 9), /* 0 (none) .. MPC_PREP_LUT */
 	    .param = data[1] % 70,
 	    .n = 1u + data[2] % 32,
 	    .rows = data[3] % 6,

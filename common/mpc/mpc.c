@@ -14,7 +14,6 @@
  *
  * Any failure is final: fail() records which check failed, tells the transport to
  * abort, and every entry point then returns ERR_ABORTED. */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,7 +66,9 @@ struct mpc {
 	ring64_t alpha; /* alpha_i */
 	uint8_t seed[MPC_SEED_BYTES];
 
-	struct queue rand, trunc, cmp, input[MPC_MAX_PARTIES];
+	/* a pool per truncation amount (index m) and per look-up width (index b), each
+	 * on its own PRG stream; only the ones a program uses ever hold items */
+	struct queue rand, cmp, input[MPC_MAX_PARTIES], trunc[63], lut[MPC_LUT_MAX_BITS + 1];
 	/* matrix material is fetched per use, not pooled; raw triples are fetched
 	 * per sacrifice (always whole dealer batches) */
 	struct prg prg_mmask, prg_mmul, prg_triple;
@@ -390,9 +391,10 @@ static int queue_refill(struct mpc *p, struct queue *q)
 	return 0;
 }
 
-/* Makes n items for parameter param available. Material for another parameter (a
- * truncation by another m) is dropped: every party runs the same program, so every
- * party drops the same items. */
+/* Makes n items for parameter param available. Every parameterised kind has a pool
+ * per parameter, so param always matches; if it ever did not, the pool's material
+ * would be dropped (every party runs the same program, so every party drops the same
+ * items). */
 static int queue_fill(struct mpc *p, struct queue *q, uint32_t param, size_t n)
 {
 	if (q->param != param) {
@@ -1001,7 +1003,11 @@ int mpc_prefill(struct mpc *p, enum mpc_prep_kind kind, uint32_t param, size_t n
 	case MPC_PREP_TRUNC:
 		if (param < 1 || param > 62)
 			return ERR_INVALID;
-		return queue_fill(p, &p->trunc, param, n);
+		return queue_fill(p, &p->trunc[param], param, n);
+	case MPC_PREP_LUT:
+		if (param < 1 || param > MPC_LUT_MAX_BITS)
+			return ERR_INVALID;
+		return queue_fill(p, &p->lut[param], param, n);
 	case MPC_PREP_RAND:
 		return queue_fill(p, &p->rand, 0, n);
 	case MPC_PREP_CMP:
@@ -1023,9 +1029,15 @@ int mpc_prefill(struct mpc *p, enum mpc_prep_kind kind, uint32_t param, size_t n
  * unfinished operation contributes the values it needs opened for its current step,
  * one exchange opens them all, and each operation consumes its part and either
  * finishes or queues the openings of its next step. A one-round operation (product,
- * truncation, matrix product) has one step; a comparison has five or six; however
- * many there are, independent operations share every round. */
-enum op_kind { OP_MUL = 1, OP_TRUNC, OP_FMUL, OP_LTZ, OP_DIGIT };
+ * truncation, matrix product, table look-up) has one step; a comparison has five or
+ * six; however many there are, independent operations share every round.
+ *
+ * A compound operation (exp, reciprocal, SiLU, softmax: approx.c) opens nothing
+ * itself: each of its stages queues child operations on the same batch, and the next
+ * stage starts in the round after the last child of the stage finished. Children may
+ * be compound, which is how a compound runs two chains side by side. So a compound
+ * shares its rounds with everything else on the batch, like any other operation. */
+enum op_kind { OP_MUL = 1, OP_TRUNC, OP_FMUL, OP_LTZ, OP_DIGIT, OP_LUT, OP_NORM, OP_COMPOUND };
 
 struct op {
 	enum op_kind kind;
@@ -1051,10 +1063,20 @@ struct op {
 	size_t tfirst;   /* the first triple of this round's products */
 	size_t nst;      /* shares in st */
 	/* DIGIT */
-	ring64_t *tab;   /* 16 entries per table */
+	ring64_t *tab;   /* 16 entries per table (NORM: 16 per chunk and table; LUT: 2^m) */
 	unsigned *tch;   /* the chunk of each table */
 	unsigned J, ntab; /* chunks covered by the borrows; tables */
 	unsigned dist;   /* the prefix distance of the level in flight (0: none yet) */
+	size_t ncm;      /* shares in cm */
+	/* NORM */
+	unsigned jlo, stage;
+	bool vec[MPC_CMP_CHUNKS]; /* suffix accumulator i is a vector (reaches the top) */
+	uint8_t *zc;              /* per element and chunk: the block matrix's z is in
+				     column 2 (c_j = 0 all through the block), public */
+	/* COMPOUND, and the link of every child to its compound */
+	struct cop *cop;
+	size_t parent; /* 1 + index of the compound this op is a child of, or 0 */
+	bool done;
 };
 
 struct mpc_fmat {
@@ -1069,7 +1091,10 @@ struct mpc_batch {
 	size_t nops, capops;
 	mpc_share *opens;
 	size_t nopen, capopen;
+	size_t cur_parent; /* 1 + index of the compound whose stage is queueing, or 0 */
 };
+
+struct mpc *batch_engine(struct mpc_batch *b) { return b->p; }
 
 int mpc_batch_new(struct mpc *p, struct mpc_batch **out)
 {
@@ -1082,7 +1107,7 @@ int mpc_batch_new(struct mpc *p, struct mpc_batch **out)
 	return 0;
 }
 
-static void wipe_free(void *ptr, size_t len)
+void mpc_wipe_free(void *ptr, size_t len)
 {
 	if (ptr) {
 		sodium_memzero(ptr, len);
@@ -1090,17 +1115,49 @@ static void wipe_free(void *ptr, size_t len)
 	}
 }
 
+#define wipe_free mpc_wipe_free
+
+/* Releases what an operation holds; the op itself stays in the array (indices of
+ * children and compounds must not move). */
 static void op_free(struct op *o)
 {
 	wipe_free(o->mat, o->nmat * sizeof *o->mat);
 	free(o->tmp);
 	wipe_free(o->add, o->n * sizeof *o->add);
-	wipe_free(o->cm, o->n * MPC_CMP_SHARES * sizeof *o->cm);
+	wipe_free(o->cm, o->ncm * sizeof *o->cm);
 	wipe_free(o->st, o->nst * sizeof *o->st);
 	free(o->tab);
 	free(o->tch);
+	free(o->zc);
 	wipe_free(o->sel, 2 * o->n * o->selw * sizeof *o->sel);
+	if (o->cop)
+		o->cop->free(o->cop);
 	memset(o, 0, sizeof *o);
+}
+
+/* Operation i has produced its output: free it and tell its compound. */
+static void op_done(struct mpc_batch *b, size_t i)
+{
+	struct op *o = &b->ops[i];
+	size_t parent = o->parent;
+	if (o->done)
+		return;
+	op_free(o);
+	o->done = true;
+	if (parent)
+		b->ops[parent - 1].cop->pending--;
+}
+
+/* The op just filled in at the end of the array becomes part of the batch (and of
+ * the compound whose stage queued it). An op with nothing to open is done at once. */
+static void batch_commit(struct mpc_batch *b, struct op *o)
+{
+	size_t i = b->nops++;
+	o->parent = b->cur_parent;
+	if (o->parent)
+		b->ops[o->parent - 1].cop->pending++;
+	if (o->kind != OP_COMPOUND && o->cnt == 0)
+		op_done(b, i);
 }
 
 static void batch_clear(struct mpc_batch *b)
@@ -1108,6 +1165,7 @@ static void batch_clear(struct mpc_batch *b)
 	for (size_t i = 0; i < b->nops; i++)
 		op_free(&b->ops[i]);
 	b->nops = 0;
+	b->cur_parent = 0;
 	if (b->opens) /* every round reused the buffer: wipe all of it */
 		sodium_memzero(b->opens, b->capopen * sizeof *b->opens);
 	b->nopen = 0;
@@ -1163,8 +1221,8 @@ static struct op *batch_push(struct mpc_batch *b, size_t nopen)
 }
 
 /* Beaver: open d = x - a and e = y - b; z = c + e a + d b + d e (+ add). */
-static int batch_mul_add(struct mpc_batch *b, mpc_share *out, const mpc_share *x,
-			 const mpc_share *y, const mpc_share *add, size_t n)
+int batch_mul_add(struct mpc_batch *b, mpc_share *out, const mpc_share *x, const mpc_share *y,
+		  const mpc_share *add, size_t n)
 {
 	struct mpc *p = b->p;
 	if (p->failed)
@@ -1194,7 +1252,7 @@ static int batch_mul_add(struct mpc_batch *b, mpc_share *out, const mpc_share *x
 		d[2 * i + 1].m = y[i].m - t[1].m;
 	}
 	b->nopen += 2 * n;
-	b->nops++;
+	batch_commit(b, o);
 	return 0;
 }
 
@@ -1243,7 +1301,7 @@ int mpc_batch_trunc(struct mpc_batch *b, mpc_share *out, const mpc_share *x, siz
 		free(o->mat);
 		return ERR_NOMEM;
 	}
-	int rc = queue_take(p, &p->trunc, m, n, mat, NULL);
+	int rc = queue_take(p, &p->trunc[m], m, n, mat, NULL);
 	if (rc != 0) {
 		free(mat);
 		free(o->mat);
@@ -1263,7 +1321,7 @@ int mpc_batch_trunc(struct mpc_batch *b, mpc_share *out, const mpc_share *x, siz
 	sodium_memzero(mat, 3 * n * sizeof *mat);
 	free(mat);
 	b->nopen += n;
-	b->nops++;
+	batch_commit(b, o);
 	return 0;
 }
 
@@ -1322,8 +1380,8 @@ static void finish_trunc(struct mpc *p, struct op *o, const ring64_t *pub)
 #define LTZ_ST (1 + 2 * MPC_CMP_CHUNKS)
 #define LTZ_TRIPLES (2 * (MPC_CMP_CHUNKS - 1) - 1)
 
-static int batch_ltz(struct mpc_batch *b, mpc_share *out, mpc_share *bits, const mpc_share *x,
-		     size_t n, unsigned selw, const mpc_share *sx, const mpc_share *sy)
+int batch_ltz(struct mpc_batch *b, mpc_share *out, mpc_share *bits, const mpc_share *x, size_t n,
+	      unsigned selw, const mpc_share *sx, const mpc_share *sy)
 {
 	struct mpc *p = b->p;
 	if (p->failed)
@@ -1341,6 +1399,7 @@ static int batch_ltz(struct mpc_batch *b, mpc_share *out, mpc_share *bits, const
 	o->nmat = 3 * nt;
 	o->mat = malloc((nt ? 3 * nt : 1) * sizeof *o->mat);
 	o->cm = malloc(nn * MPC_CMP_SHARES * sizeof *o->cm);
+	o->ncm = nn * MPC_CMP_SHARES;
 	o->st = malloc(nn * LTZ_ST * sizeof *o->st);
 	o->nst = nn * LTZ_ST;
 	if (selw)
@@ -1369,7 +1428,7 @@ static int batch_ltz(struct mpc_batch *b, mpc_share *out, mpc_share *bits, const
 		add_pub1(p, &c[i], &t, (ring128_t)1 << 62);
 	}
 	b->nopen += n;
-	b->nops++;
+	batch_commit(b, o);
 	return 0;
 }
 
@@ -1441,8 +1500,9 @@ static int finish_ltz(struct mpc_batch *b, struct op *o, const ring64_t *pub)
 					mpc_add(p, &G[j], &G[j], &e[v], 1);
 			}
 		}
-		wipe_free(o->cm, o->n * MPC_CMP_SHARES * sizeof *o->cm);
+		wipe_free(o->cm, o->ncm * sizeof *o->cm);
 		o->cm = NULL;
+		o->ncm = 0;
 		return ltz_push(b, o);
 	}
 	const mpc_share *T = o->mat + 3 * o->tfirst;
@@ -1541,8 +1601,8 @@ static size_t dg_selects(const struct op *o)
 	return k;
 }
 
-static int batch_digits(struct mpc_batch *b, mpc_share *out, const mpc_share *x, size_t n,
-			unsigned J, unsigned ntab, const unsigned *tch, const ring64_t *tab)
+int batch_digits(struct mpc_batch *b, mpc_share *out, const mpc_share *x, size_t n, unsigned J,
+		 unsigned ntab, const unsigned *tch, const ring64_t *tab)
 {
 	struct mpc *p = b->p;
 	if (p->failed)
@@ -1576,6 +1636,7 @@ static int batch_digits(struct mpc_batch *b, mpc_share *out, const mpc_share *x,
 	o->nmat = 3 * nt;
 	o->mat = malloc((nt ? 3 * nt : 1) * sizeof *o->mat);
 	o->cm = malloc(nn * MPC_CMP_SHARES * sizeof *o->cm);
+	o->ncm = nn * MPC_CMP_SHARES;
 	o->nst = nn * (2 * J + 2 * ntab);
 	o->st = malloc(o->nst * sizeof *o->st);
 	int rc = 0;
@@ -1595,7 +1656,7 @@ static int batch_digits(struct mpc_batch *b, mpc_share *out, const mpc_share *x,
 	for (size_t i = 0; i < n; i++)
 		mpc_add(p, &c[i], &x[i], &o->cm[i * MPC_CMP_SHARES], 1);
 	b->nopen += n;
-	b->nops++;
+	batch_commit(b, o);
 	return 0;
 }
 
@@ -1670,8 +1731,9 @@ static int finish_digits(struct mpc_batch *b, struct op *o, const ring64_t *pub)
 				mpc_sub(p, &D[t], &bb, &a, 1);
 			}
 		}
-		wipe_free(o->cm, o->n * MPC_CMP_SHARES * sizeof *o->cm);
+		wipe_free(o->cm, o->ncm * sizeof *o->cm);
 		o->cm = NULL;
+		o->ncm = 0;
 		o->dist = dg_level_products(J, 1) ? 1 : 1u << 30;
 		return dg_push(b, o);
 	}
@@ -1721,6 +1783,463 @@ static int finish_digits(struct mpc_batch *b, struct op *o, const ring64_t *pub)
 	if (dg_level_products(J, o->dist) == 0)
 		o->dist = 1u << 30; /* past every level: the next finish is the selection */
 	return dg_push(b, o);
+}
+
+/* ---------------------------------------------------------------- table look-up */
+
+/* A one-time truth table (Ishai, Kushilevitz, Meldgaard, Orlandi,
+ * Paskin-Cherniavsky, TCC 2013) on a secret V that lies in [0, 2^bits): the dealer's
+ * mask r comes with the one-hot vector e of r mod 2^bits, c = V + r is opened, and
+ * since V = (c - r) mod 2^bits exactly, T(V) = sum_v T((c - v) mod 2^bits) e_v is linear
+ * in e: one round, any number of tables. Output k of element i is out[i ntab + k]. A V
+ * outside [0, 2^bits) reads the table at V mod 2^bits. */
+int batch_lut(struct mpc_batch *b, mpc_share *out, const mpc_share *x, size_t n, unsigned bits,
+	      unsigned ntab, const ring64_t *tab)
+{
+	struct mpc *p = b->p;
+	if (p->failed)
+		return ERR_ABORTED;
+	if (bits < 1 || bits > MPC_LUT_MAX_BITS || ntab == 0)
+		return ERR_INVALID;
+	size_t k = (1 + ((size_t)1 << bits)), nn = n ? n : 1;
+	struct op *o = batch_push(b, n);
+	if (!o)
+		return ERR_NOMEM;
+	o->kind = OP_LUT;
+	o->out = out;
+	o->n = n;
+	o->m = bits;
+	o->ntab = ntab;
+	o->tab = malloc((ntab << bits) * sizeof *o->tab);
+	o->cm = malloc(nn * k * sizeof *o->cm);
+	o->ncm = nn * k;
+	int rc = !o->tab || !o->cm ? ERR_NOMEM : queue_take(p, &p->lut[bits], bits, n, o->cm, NULL);
+	if (rc != 0) {
+		op_free(o);
+		return rc;
+	}
+	memcpy(o->tab, tab, (ntab << bits) * sizeof *tab);
+	p->st.luts += n;
+	mpc_share *c = b->opens + b->nopen;
+	for (size_t i = 0; i < n; i++)
+		mpc_add(p, &c[i], &x[i], &o->cm[i * k], 1);
+	b->nopen += n;
+	batch_commit(b, o);
+	return 0;
+}
+
+static void finish_lut(struct mpc *p, struct op *o, const ring64_t *pub)
+{
+	const size_t V = (size_t)1 << o->m, k = V + 1;
+	for (size_t i = 0; i < o->n; i++) {
+		const ring64_t c = pub[i]; /* public: indexing by it is fine */
+		const mpc_share *e = o->cm + i * k + 1;
+		for (unsigned t = 0; t < o->ntab; t++) {
+			const ring64_t *T = o->tab + (size_t)t * V;
+			mpc_share acc = {0, 0};
+			for (size_t v = 0; v < V; v++) {
+				ring64_t w = T[(c - v) & (V - 1)];
+				acc.v += e[v].v * w;
+				acc.m += e[v].m * w;
+			}
+			(void)p;
+			o->out[i * o->ntab + t] = acc;
+		}
+	}
+}
+
+/* ---------------------------------------------------------------- leading digit */
+
+/* Leading-digit look-up (docs/PROTOCOL.md, "Reciprocal and reciprocal square root"):
+ * for x in [0, 16^J) and tables T_k,j (16 entries per chunk j and table k),
+ *   out_k = sum_{j = jlo}^{J-1} [x < 16^(j+1)] T_k,j(d_j),
+ * d_j the j-th 4-bit digit of x. With T_k,j(0) = 0 only the leading nonzero digit
+ * contributes (every digit above it is 0), so this is a table of (position, value) of
+ * the leading digit. As for the digit look-up of exp, c = x + r is opened for a
+ * comparison mask r (one-hot chunks), the borrows B_j = [c mod 16^j < r mod 16^j] come
+ * from a Kogge-Stone prefix over the chunks' (G, E), and T(d_j) = A + B_j (B - A). The
+ * thermometer t_j = [x < 16^j] needs the high part floor(x / 16^j) = C_j - R_j - B_j
+ * (mod 16^(J - j), C_j and R_j the high parts of c and r) to vanish, i.e.
+ *   t_j = P_j + B_j (Q_j - P_j),  P_j = [R_j = C_j],  Q_j = [R_j = C_j - 1],
+ * and both come from one suffix scan: (P_j, Q_j) = M_j (P_j+1, Q_j+1) with
+ * M_j = [[a, 0], [z, 0]] (z = [r_j = c_j - 1]: the decrement stops at chunk j) or,
+ * when c_j = 0 and the decrement borrows through, [[a, 0], [0, z]] (z = [r_j = 15]),
+ * a = [r_j = c_j]; all linear in the one-hot chunk j of r. A product of such matrices
+ * keeps the form (the second when every c of the block is 0), which c tells publicly,
+ * so every composition in the Kogge-Stone suffix scan (run in the same rounds as the
+ * prefix) costs 2 products.
+ * Rounds: 1 (open) + the scans' levels + 1 (t and the tables) + 1 (t_j+1 T(d_j)). */
+#define NM_G(o, i) ((o)->st + (size_t)(i) * nm_per(o))
+#define NM_E(o, i) (NM_G(o, i) + (o)->J)
+#define NM_SA(o, i) (NM_E(o, i) + (o)->J)
+#define NM_SB(o, i) (NM_SA(o, i) + (o)->J)
+#define NM_T(o, i) (NM_SB(o, i) + (o)->J)
+#define NM_A(o, i) (NM_T(o, i) + (o)->J)  /* [k J + j] */
+#define NM_D(o, i) (NM_A(o, i) + (size_t)(o)->ntab * (o)->J)
+
+static size_t nm_per(const struct op *o) { return (size_t)5 * o->J + 2 * (size_t)o->ntab * o->J; }
+
+/* Products of one scan level at distance d, per element: prefix (as the digit
+ * look-up: leaves 0..J-2) and suffix (elements jlo+1..J-1, 2 products to compose two
+ * blocks or to apply one to a vector). vec is updated when apply. */
+static size_t nm_level(unsigned J, unsigned jlo, unsigned d, bool vec[], bool apply)
+{
+	size_t k = dg_level_products(J, d);
+	bool nv[MPC_CMP_CHUNKS];
+	memcpy(nv, vec, sizeof nv);
+	for (unsigned i = jlo + 1; i + d <= J - 1; i++)
+		if (!vec[i]) {
+			k += 2;
+			nv[i] = vec[i + d];
+		}
+	if (apply)
+		memcpy(vec, nv, sizeof nv);
+	return k;
+}
+
+static bool nm_more(unsigned J, unsigned jlo, unsigned d, const bool vec[])
+{
+	return dg_level_products(J, d) != 0 || (jlo + 1 <= J - 1 && !vec[jlo + 1]);
+}
+
+static void nm_vec_init(unsigned J, bool vec[])
+{
+	memset(vec, 0, MPC_CMP_CHUNKS * sizeof *vec);
+	vec[J - 1] = true;
+}
+
+/* Triples per element: every level, then the selects, then the final products. */
+static size_t nm_triples(unsigned J, unsigned jlo, unsigned ntab)
+{
+	bool vec[MPC_CMP_CHUNKS];
+	size_t k = 0;
+	nm_vec_init(J, vec);
+	for (unsigned d = 1; nm_more(J, jlo, d, vec); d *= 2)
+		k += nm_level(J, jlo, d, vec, true);
+	k += (J - 1 - jlo) + (size_t)ntab * (J - (jlo ? jlo : 1)); /* t_i, B_j D */
+	k += (size_t)ntab * (J - 1 - jlo);                          /* t_j+1 T(d_j) */
+	return k;
+}
+
+int batch_norm(struct mpc_batch *b, mpc_share *out, const mpc_share *x, size_t n, unsigned J,
+	       unsigned jlo, unsigned ntab, const ring64_t *tab)
+{
+	struct mpc *p = b->p;
+	if (p->failed)
+		return ERR_ABORTED;
+	if (J < 2 || J > MPC_CMP_CHUNKS - 1 || jlo >= J || ntab == 0)
+		return ERR_INVALID;
+	struct op *o = batch_push(b, n);
+	if (!o)
+		return ERR_NOMEM;
+	size_t nn = n ? n : 1;
+	o->kind = OP_NORM;
+	o->out = out;
+	o->n = n;
+	o->J = J;
+	o->jlo = jlo;
+	o->ntab = ntab;
+	o->tab = malloc((size_t)16 * J * ntab * sizeof *o->tab);
+	size_t nt = n * nm_triples(J, jlo, ntab);
+	o->nmat = 3 * nt;
+	o->mat = malloc((nt ? 3 * nt : 1) * sizeof *o->mat);
+	o->cm = malloc(nn * MPC_CMP_SHARES * sizeof *o->cm);
+	o->ncm = nn * MPC_CMP_SHARES;
+	o->nst = nn * nm_per(o);
+	o->st = malloc(o->nst * sizeof *o->st);
+	o->zc = malloc(nn * J);
+	int rc = 0;
+	if (!o->tab || !o->mat || !o->cm || !o->st || !o->zc)
+		rc = ERR_NOMEM;
+	if (rc == 0)
+		rc = queue_take(p, &p->cmp, 0, n, o->cm, NULL);
+	if (rc == 0)
+		rc = triples_take(p, nt, o->mat);
+	if (rc != 0) {
+		op_free(o);
+		return rc;
+	}
+	memcpy(o->tab, tab, (size_t)16 * J * ntab * sizeof *tab);
+	p->st.triples += nt;
+	p->st.cmps += n;
+	nm_vec_init(J, o->vec);
+	mpc_share *c = b->opens + b->nopen;
+	for (size_t i = 0; i < n; i++)
+		mpc_add(p, &c[i], &x[i], &o->cm[i * MPC_CMP_SHARES], 1);
+	b->nopen += n;
+	batch_commit(b, o);
+	return 0;
+}
+
+/* Queues the openings of the next stage: a scan level, the selects or the final
+ * products. */
+static int nm_push(struct mpc_batch *b, struct op *o)
+{
+	const unsigned J = o->J, jlo = o->jlo, last = J - 2;
+	size_t per;
+	if (o->stage == 1) {
+		bool vec[MPC_CMP_CHUNKS];
+		memcpy(vec, o->vec, sizeof vec);
+		per = nm_level(J, jlo, o->dist, vec, false);
+	} else if (o->stage == 2) {
+		per = (J - 1 - jlo) + (size_t)o->ntab * (J - (jlo ? jlo : 1));
+	} else {
+		per = (size_t)o->ntab * (J - 1 - jlo);
+	}
+	if (per == 0)
+		return 0;
+	if (opens_reserve(b, 2 * per * o->n) != 0)
+		return fail(b->p, ERR_NOMEM, "memory");
+	o->tfirst = o->tpos;
+	o->next_first = b->nopen;
+	o->next_cnt = 2 * per * o->n;
+	mpc_share *d = b->opens + b->nopen;
+	const unsigned dist = o->dist;
+	for (size_t i = 0; i < o->n; i++) {
+		mpc_share *G = NM_G(o, i), *E = NM_E(o, i), *SA = NM_SA(o, i), *SB = NM_SB(o, i);
+		mpc_share *T = NM_T(o, i), *A = NM_A(o, i), *D = NM_D(o, i);
+		if (o->stage == 1) {
+			bool more = 2 * dist <= last;
+			for (unsigned j = dist; j <= last && dg_level_products(J, dist); j++) {
+				push_product(o, d, &E[j], &G[j - dist]);
+				d += 2;
+				if (more) {
+					push_product(o, d, &E[j], &E[j - dist]);
+					d += 2;
+				}
+			}
+			const uint8_t *zc = o->zc + i * J;
+			for (unsigned q = jlo + 1; q + dist <= J - 1; q++) {
+				if (o->vec[q])
+					continue;
+				unsigned r = q + dist;
+				/* [[a,0],[z,0]] (a',z') = (a a', z a'); [[a,0],[0,z]] (a',z') =
+				 * (a a', z z'), for a vector (p, q) as for a block */
+				push_product(o, d, &SA[q], &SA[r]);
+				push_product(o, d + 2, &SB[q], zc[q] ? &SB[r] : &SA[r]);
+				d += 4;
+			}
+		} else if (o->stage == 2) {
+			for (unsigned q = jlo + 1; q <= J - 1; q++) {
+				mpc_share qp;
+				mpc_sub(NULL, &qp, &SB[q], &SA[q], 1); /* Q - P */
+				push_product(o, d, &G[q - 1], &qp);
+				d += 2;
+				T[q] = SA[q]; /* P, the product is added */
+			}
+			for (unsigned k = 0; k < o->ntab; k++)
+				for (unsigned j = jlo ? jlo : 1; j <= J - 1; j++) {
+					push_product(o, d, &G[j - 1], &D[k * J + j]);
+					d += 2;
+				}
+		} else {
+			for (unsigned k = 0; k < o->ntab; k++)
+				for (unsigned j = jlo; j <= J - 2; j++) {
+					push_product(o, d, &T[j + 1], &A[k * J + j]);
+					d += 2;
+				}
+		}
+	}
+	b->nopen += o->next_cnt;
+	return 0;
+}
+
+static int finish_norm(struct mpc_batch *b, struct op *o, const ring64_t *pub)
+{
+	struct mpc *p = b->p;
+	const unsigned J = o->J, jlo = o->jlo, last = J - 2;
+	if (o->stage == 0) {
+		/* c is open (public: branching and indexing on it is fine) */
+		for (size_t i = 0; i < o->n; i++) {
+			ring64_t c = pub[i];
+			const mpc_share *cm = o->cm + i * MPC_CMP_SHARES;
+			mpc_share *G = NM_G(o, i), *E = NM_E(o, i), *SA = NM_SA(o, i), *SB = NM_SB(o, i);
+			mpc_share *A = NM_A(o, i), *D = NM_D(o, i);
+			for (unsigned j = 0; j < J; j++) {
+				unsigned cj = (unsigned)(c >> (4 * j)) & 15;
+				const mpc_share *e = cm + 3 + 16 * j;
+				const mpc_share zero = {0, 0};
+				if (j <= last) {
+					E[j] = e[cj];
+					G[j] = zero;
+					for (unsigned v = cj + 1; v < 16; v++)
+						mpc_add(p, &G[j], &G[j], &e[v], 1);
+				}
+				if (j > jlo) {
+					/* M_j: a = [r_j = c_j]; z = [r_j = c_j - 1] in column 1, or
+					 * when c_j = 0 (the decrement borrows through) [r_j = 15] in
+					 * column 2; at the top, applied to (1, 1): (P, Q) = (a, z) */
+					SA[j] = e[cj];
+					SB[j] = cj ? e[cj - 1] : e[15];
+					o->zc[i * J + j] = cj == 0;
+				}
+				if (j < jlo)
+					continue;
+				for (unsigned k = 0; k < o->ntab; k++) {
+					const ring64_t *Tk = o->tab + ((size_t)k * J + j) * 16;
+					mpc_share a = zero, bb = zero, s;
+					for (unsigned v = 0; v < 16; v++) {
+						mpc_scale(p, &s, &e[v], Tk[(cj - v) & 15], 1);
+						mpc_add(p, &a, &a, &s, 1);
+						mpc_scale(p, &s, &e[v], Tk[(cj - v - 1) & 15], 1);
+						mpc_add(p, &bb, &bb, &s, 1);
+					}
+					A[k * J + j] = a;
+					mpc_sub(p, &D[k * J + j], &bb, &a, 1);
+				}
+			}
+		}
+		wipe_free(o->cm, o->ncm * sizeof *o->cm);
+		o->cm = NULL;
+		o->ncm = 0;
+		o->dist = 1;
+		o->stage = nm_more(J, jlo, 1, o->vec) ? 1 : 2;
+		return nm_push(b, o);
+	}
+	const mpc_share *Tr = o->mat + 3 * o->tfirst;
+	if (o->stage == 1) {
+		const unsigned dist = o->dist;
+		bool more = 2 * dist <= last;
+		bool vec[MPC_CMP_CHUNKS];
+		memcpy(vec, o->vec, sizeof vec);
+		size_t per = nm_level(J, jlo, dist, vec, false);
+		for (size_t i = 0; i < o->n; i++) {
+			mpc_share *G = NM_G(o, i), *E = NM_E(o, i), *SA = NM_SA(o, i), *SB = NM_SB(o, i);
+			const ring64_t *d = pub + 2 * per * i;
+			const mpc_share *t = Tr + 3 * per * i;
+			mpc_share x1;
+			/* the products were taken from the old values at push time; each
+			 * update below only writes the element it reads as a product */
+			for (unsigned j = dist; j <= last && dg_level_products(J, dist); j++) {
+				beaver(p, &x1, t, d[0], d[1]);
+				mpc_add(p, &G[j], &G[j], &x1, 1);
+				t += 3;
+				d += 2;
+				if (more) {
+					beaver(p, &E[j], t, d[0], d[1]);
+					t += 3;
+					d += 2;
+				}
+			}
+			uint8_t *zc = o->zc + i * J;
+			for (unsigned q = jlo + 1; q + dist <= J - 1; q++) {
+				if (o->vec[q])
+					continue;
+				unsigned r = q + dist;
+				beaver(p, &SA[q], t, d[0], d[1]);
+				beaver(p, &SB[q], t + 3, d[2], d[3]);
+				t += 6;
+				d += 4;
+				/* the block keeps column 1 if it stops the decrement itself */
+				if (zc[q] && !o->vec[r])
+					zc[q] = zc[r];
+			}
+		}
+		nm_level(J, jlo, dist, o->vec, true);
+		o->dist *= 2;
+		if (!nm_more(J, jlo, o->dist, o->vec))
+			o->stage = 2;
+		return nm_push(b, o);
+	}
+	if (o->stage == 2) {
+		size_t per = (J - 1 - jlo) + (size_t)o->ntab * (J - (jlo ? jlo : 1));
+		for (size_t i = 0; i < o->n; i++) {
+			mpc_share *T = NM_T(o, i), *A = NM_A(o, i);
+			const ring64_t *d = pub + 2 * per * i;
+			const mpc_share *t = Tr + 3 * per * i;
+			mpc_share x1;
+			for (unsigned q = jlo + 1; q <= J - 1; q++, t += 3, d += 2) {
+				beaver(p, &x1, t, d[0], d[1]);
+				mpc_add(p, &T[q], &T[q], &x1, 1); /* t_q = P + B (Q - P) */
+			}
+			/* the table values T_k(d_j) = A + B_j (B - A) replace A */
+			for (unsigned k = 0; k < o->ntab; k++)
+				for (unsigned j = jlo ? jlo : 1; j <= J - 1; j++, t += 3, d += 2) {
+					beaver(p, &x1, t, d[0], d[1]);
+					mpc_add(p, &A[k * J + j], &A[k * J + j], &x1, 1);
+				}
+		}
+		o->stage = 3;
+		if (J - 1 - jlo == 0)
+			goto out; /* only the top chunk: nothing to select */
+		return nm_push(b, o);
+	}
+out:;
+	/* final: out_k = sum_j t_j+1 T_k(d_j) + T_k(d_J-1) */
+	size_t per = (size_t)o->ntab * (J - 1 - jlo);
+	for (size_t i = 0; i < o->n; i++) {
+		const mpc_share *A = NM_A(o, i);
+		const ring64_t *d = pub + 2 * per * i;
+		const mpc_share *t = Tr + 3 * per * i;
+		for (unsigned k = 0; k < o->ntab; k++) {
+			mpc_share acc = A[k * J + J - 1], x1;
+			for (unsigned j = jlo; j <= J - 2; j++, t += 3, d += 2) {
+				beaver(p, &x1, t, d[0], d[1]);
+				mpc_add(p, &acc, &acc, &x1, 1);
+			}
+			o->out[i * o->ntab + k] = acc;
+		}
+	}
+	o->stage = 4;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- compound operations */
+
+/* Runs every compound whose stage has nothing left in flight, until none has:
+ * a stage queues children (so it waits again, unless they had nothing to do and
+ * finished at once) or finishes the compound (which may complete the stage of the
+ * compound above it). Every compound's program is finite, so this ends. */
+static int batch_settle(struct mpc_batch *b)
+{
+	struct mpc *p = b->p;
+	bool again = true;
+	while (again) {
+		again = false;
+		for (size_t i = 0; i < b->nops; i++) {
+			struct op *o = &b->ops[i];
+			if (o->kind != OP_COMPOUND || o->done || o->cop->pending)
+				continue;
+			struct cop *c = o->cop;
+			size_t saved = b->cur_parent;
+			b->cur_parent = i + 1;
+			int rc = c->step(b, c);
+			b->cur_parent = saved;
+			if (rc != 0)
+				return p->failed ? rc : fail(p, rc, rc == ERR_NOMEM ? "memory" : "internal");
+			if (c->done)
+				op_done(b, i);
+			again = true;
+		}
+	}
+	return 0;
+}
+
+int batch_compound(struct mpc_batch *b, struct cop *c)
+{
+	struct mpc *p = b->p;
+	if (p->failed) {
+		c->free(c);
+		return ERR_ABORTED;
+	}
+	struct op *o = batch_push(b, 0);
+	if (!o) {
+		c->free(c);
+		return ERR_NOMEM;
+	}
+	o->kind = OP_COMPOUND;
+	o->cop = c;
+	size_t self = b->nops;
+	batch_commit(b, o);
+	size_t saved = b->cur_parent;
+	b->cur_parent = self + 1;
+	int rc = c->step(b, c);
+	b->cur_parent = saved;
+	if (rc != 0) /* some children may be queued already: nothing can be undone */
+		return p->failed ? rc : fail(p, rc, rc == ERR_NOMEM ? "memory" : "internal");
+	if (c->done)
+		op_done(b, self);
+	return 0;
 }
 
 /* ---------------------------------------------------------------- fixed-mask matrices */
@@ -1813,7 +2332,7 @@ int mpc_batch_fmat_mul(struct mpc_batch *b, const struct mpc_fmat *fm, mpc_share
 	for (size_t t = 0; t < m; t++)
 		mpc_sub(p, d + t * R, x + t * R, o->mat + t * k, R);
 	b->nopen += m * R;
-	b->nops++;
+	batch_commit(b, o);
 	return 0;
 }
 
@@ -1865,6 +2384,7 @@ int mpc_batch_run(struct mpc_batch *b)
 		batch_clear(b);
 		return ERR_ABORTED;
 	}
+	rc = batch_settle(b);
 	while (rc == 0 && b->nopen > 0) {
 		ring64_t *pub = malloc(b->nopen * sizeof *pub);
 		if (!pub) {
@@ -1873,27 +2393,52 @@ int mpc_batch_run(struct mpc_batch *b)
 		}
 		rc = open_shares(p, b->opens, b->nopen, pub);
 		b->nopen = 0; /* the opened shares are consumed: the buffer takes the next round */
+		/* finishing a step queues openings, never operations: the array is stable */
 		for (size_t i = 0; rc == 0 && i < b->nops; i++) {
 			struct op *o = &b->ops[i];
 			if (!o->cnt)
 				continue;
 			o->next_cnt = 0;
 			const ring64_t *q = pub + o->first;
-			if (o->kind == OP_MUL)
+			switch (o->kind) {
+			case OP_MUL:
 				finish_mul(p, o, q);
-			else if (o->kind == OP_TRUNC)
+				break;
+			case OP_TRUNC:
 				finish_trunc(p, o, q);
-			else if (o->kind == OP_FMUL)
+				break;
+			case OP_FMUL:
 				finish_fmul(p, o, q);
-			else if (o->kind == OP_LTZ)
+				break;
+			case OP_LTZ:
 				rc = finish_ltz(b, o, q);
-			else
+				break;
+			case OP_DIGIT:
 				rc = finish_digits(b, o, q);
+				break;
+			case OP_LUT:
+				finish_lut(p, o, q);
+				break;
+			case OP_NORM:
+				rc = finish_norm(b, o, q);
+				break;
+			default:
+				rc = fail(p, ERR_INTERNAL, "internal");
+				break;
+			}
 			o->first = o->next_first;
 			o->cnt = o->next_cnt;
+			if (rc == 0 && o->cnt == 0)
+				op_done(b, i);
 		}
 		free(pub);
+		if (rc == 0)
+			rc = batch_settle(b); /* stages whose children all finished queue the next */
 	}
+	/* nothing left to open: every operation must have written its output */
+	for (size_t i = 0; rc == 0 && i < b->nops; i++)
+		if (!b->ops[i].done && b->ops[i].kind == OP_COMPOUND)
+			rc = fail(p, ERR_INTERNAL, "internal");
 	batch_clear(b);
 	return rc;
 }
@@ -1952,121 +2497,6 @@ int mpc_ltz(struct mpc *p, mpc_share *out, const mpc_share *x, size_t n)
 	if ((rc = mpc_batch_ltz(b, out, x, n)) == 0)
 		rc = mpc_batch_run(b);
 	mpc_batch_free(b);
-	return rc;
-}
-
-/* ---------------------------------------------------------------- exp */
-
-/* exp(x) = 2^t, t = x log2(e), on [MPC_EXP_LO, MPC_EXP_HI] (docs/PROTOCOL.md, "exp"):
- *  - t' = x L + 48 (L = log2(e) 2^f, so t' has 2f fractional bits; in the domain t'
- *    is in [1.8, 59.6]: its integer part k' = t' - frac is 6 bits, never negative),
- *    shifted left by 0..3 bits so that the binary point falls on a chunk boundary
- *    (chunk jI is the integer part's low digit d4, chunk jI + 1 its high one d5);
- *  - the digit look-up gives: for the four chunks right of the point, 2^(d 16^-k) in
- *    [1, 2) (the fraction bits below those 16 are dropped: a relative error below
- *    ln 2 2^-16); for d4 the four candidates 2^(d4 + 16 v - 48), v = 0..3, exact
- *    powers of two; for d5 the four indicators [d5 = v];
- *  - Q = sum_v [d5 = v] 2^(d4 + 16 v - 48) = 2^(k' - 48) exactly (a bit times a
- *    value: no truncation), in the round of the first fraction products; then
- *    P = (F0 F1)(F2 F3), Q g with g = 0 outside the domain, and P (Q g);
- *  - in parallel with the look-up, two LTZ tell whether x is above or below the
- *    domain; the saturated value e^HI is added above (below, e^LO < 2^-24 is 0).
- * 12 rounds (11 for f <= 14, where the borrows need one prefix level less). */
-int mpc_exp(struct mpc *p, mpc_share *out, const mpc_share *x, size_t n)
-{
-	if (p->failed)
-		return ERR_ABORTED;
-	const unsigned f = p->f, F = (2 * f + 3) / 4 * 4, jI = F / 4, J = jI + 2;
-	enum { NT = 12 };
-	unsigned tch[NT];
-	ring64_t tab[NT * 16], L, hi, lo, ehi;
-	mpc_share *t = NULL, *fac = NULL, *fl = NULL, *pr = NULL, *q = NULL;
-	struct mpc_batch *b = NULL;
-	int rc = 0;
-	size_t nn = n ? n : 1;
-	/* public constants (f is public) */
-	ring_fxp_encode(M_LOG2E, f, &L, NULL);
-	ring_fxp_encode(MPC_EXP_HI, f, &hi, NULL);
-	ring_fxp_encode(MPC_EXP_LO, f, &lo, NULL);
-	ring_fxp_encode(exp(MPC_EXP_HI), f, &ehi, NULL);
-	for (unsigned k = 0; k < 4; k++) { /* chunk jI - 4 + k: weight 16^(k - 4) */
-		tch[k] = jI - 4 + k;
-		for (unsigned d = 0; d < 16; d++)
-			ring_fxp_encode(exp2(ldexp((double)d, 4 * ((int)k - 4))), f, &tab[16 * k + d], NULL);
-	}
-	for (unsigned v = 0; v < 4; v++) {
-		tch[4 + v] = jI;
-		tch[8 + v] = jI + 1;
-		for (unsigned d = 0; d < 16; d++) {
-			ring_fxp_encode(exp2((double)d + 16.0 * v - 48), f, &tab[16 * (4 + v) + d], NULL);
-			tab[16 * (8 + v) + d] = d == v; /* an integer bit, not fixed point */
-		}
-	}
-	t = malloc(nn * sizeof *t);
-	fac = malloc(nn * NT * sizeof *fac);
-	fl = malloc(nn * 4 * sizeof *fl);
-	pr = malloc(nn * 6 * sizeof *pr);
-	q = malloc(nn * 6 * sizeof *q);
-	if (!t || !fac || !fl || !pr || !q) {
-		rc = ERR_NOMEM;
-		goto out;
-	}
-	/* t' = (x L + 48 2^(2f)) 2^(F - 2f), and the domain tests hi - x < 0, x - lo < 0 */
-	mpc_scale(p, t, x, L << (F - 2 * f), n);
-	for (size_t i = 0; i < n; i++) {
-		add_pub1(p, &t[i], &t[i], (ring128_t)((ring64_t)48 << F));
-		mpc_neg(p, &fl[i], &x[i], 1);
-		add_pub1(p, &fl[i], &fl[i], hi);
-		add_pub1(p, &fl[n + i], &x[i], (ring64_t)0 - lo);
-	}
-	if ((rc = mpc_batch_new(p, &b)) != 0)
-		goto out;
-	if ((rc = batch_digits(b, fac, t, n, J, NT, tch, tab)) != 0 ||
-	    (rc = mpc_batch_ltz(b, fl + 2 * n, fl, 2 * n)) != 0 || (rc = mpc_batch_run(b)) != 0)
-		goto out;
-	/* level 1: F0 F1, F2 F3 and the four terms of Q, one round; then truncate the
-	 * two fraction products */
-	for (size_t i = 0; i < n; i++) {
-		const mpc_share *a = fac + NT * i;
-		pr[i] = a[0];
-		q[i] = a[1];
-		pr[n + i] = a[2];
-		q[n + i] = a[3];
-		for (unsigned v = 0; v < 4; v++) {
-			pr[(2 + v) * n + i] = a[8 + v];
-			q[(2 + v) * n + i] = a[4 + v];
-		}
-	}
-	if ((rc = mpc_mul(p, pr, pr, q, 6 * n)) != 0 || (rc = mpc_trunc(p, pr, pr, 2 * n, f)) != 0)
-		goto out;
-	/* level 2: P = (F0 F1)(F2 F3) and Q g, g = 1 - above - below */
-	for (size_t i = 0; i < n; i++) {
-		mpc_share g, Q = pr[2 * n + i];
-		for (unsigned v = 1; v < 4; v++)
-			mpc_add(p, &Q, &Q, &pr[(2 + v) * n + i], 1);
-		mpc_add(p, &g, &fl[2 * n + i], &fl[3 * n + i], 1);
-		mpc_neg(p, &g, &g, 1);
-		add_pub1(p, &q[n + i], &g, 1);
-		q[i] = pr[n + i];
-		pr[n + i] = Q;
-	}
-	if ((rc = mpc_mul(p, pr, pr, q, 2 * n)) != 0 || (rc = mpc_trunc(p, pr, pr, n, f)) != 0)
-		goto out;
-	/* level 3: P (Q g), then + above e^HI */
-	if ((rc = mpc_mul(p, out, pr, pr + n, n)) != 0 || (rc = mpc_trunc(p, out, out, n, f)) != 0)
-		goto out;
-	for (size_t i = 0; i < n; i++) {
-		mpc_share s;
-		mpc_scale(p, &s, &fl[2 * n + i], ehi, 1);
-		mpc_add(p, &out[i], &out[i], &s, 1);
-	}
-out:
-	mpc_batch_free(b);
-	wipe_free(t, nn * sizeof *t);
-	wipe_free(fac, nn * NT * sizeof *fac);
-	wipe_free(fl, nn * 4 * sizeof *fl);
-	wipe_free(pr, nn * 6 * sizeof *pr);
-	wipe_free(q, nn * 6 * sizeof *q);
 	return rc;
 }
 
@@ -2287,16 +2717,26 @@ int mpc_new(struct mpc_net *net, const uint8_t seed[MPC_SEED_BYTES],
 	memcpy(p->seed, seed, MPC_SEED_BYTES);
 	p->alpha = prep_alpha_share(seed);
 	queue_init(&p->rand, MPC_PREP_RAND, 0, seed);
-	queue_init(&p->trunc, MPC_PREP_TRUNC, 0, seed);
 	queue_init(&p->cmp, MPC_PREP_CMP, 0, seed);
 	for (unsigned j = 0; j < p->n; j++)
 		queue_init(&p->input[j], MPC_PREP_INPUT, j, seed);
-	/* a comparison mask is 259 shares: its batches are 32 times smaller, so that a
-	 * pool holds about as many bytes as the other kinds' */
-	p->rand.batch = p->trunc.batch = p->prep_batch;
+	for (unsigned m = 1; m <= 62; m++) {
+		queue_init(&p->trunc[m], MPC_PREP_TRUNC, m, seed);
+		p->trunc[m].batch = p->prep_batch;
+	}
+	/* a comparison mask is 259 shares and a look-up mask 1 + 2^b: their batches are
+	 * smaller, so that a pool holds about as many bytes as the other kinds' */
+	p->rand.batch = p->prep_batch;
 	for (unsigned j = 0; j < p->n; j++)
 		p->input[j].batch = p->prep_batch;
 	p->cmp.batch = p->prep_batch / 32 ? p->prep_batch / 32 : 1;
+	for (unsigned b = 1; b <= MPC_LUT_MAX_BITS; b++) {
+		queue_init(&p->lut[b], MPC_PREP_LUT, b, seed);
+		uint32_t lb = p->prep_batch >> (b > 3 ? b - 3 : 0);
+		if (lb > PREP_MAX_BATCH >> b)
+			lb = PREP_MAX_BATCH >> b;
+		p->lut[b].batch = lb ? lb : 1;
+	}
 	prg_init(&p->prg_mmask, seed, MPC_PREP_MMASK);
 	prg_init(&p->prg_mmul, seed, MPC_PREP_MMUL);
 	prg_init(&p->prg_triple, seed, MPC_PREP_TRIPLE);
@@ -2316,8 +2756,11 @@ void mpc_free(struct mpc *p)
 	if (!p)
 		return;
 	queue_wipe(&p->rand);
-	queue_wipe(&p->trunc);
 	queue_wipe(&p->cmp);
+	for (unsigned m = 1; m <= 62; m++)
+		queue_wipe(&p->trunc[m]);
+	for (unsigned b = 1; b <= MPC_LUT_MAX_BITS; b++)
+		queue_wipe(&p->lut[b]);
 	for (unsigned j = 0; j < p->n; j++)
 		queue_wipe(&p->input[j]);
 	prg_wipe(&p->prg_mmask);

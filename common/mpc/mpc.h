@@ -10,7 +10,9 @@
  *                             can live in another process;
  *   engine     (mpc_*)        one object per party: input, linear operations, opening
  *                             with recording, the MAC check, Beaver multiplication and
- *                             truncation, all vectorised and batchable.
+ *                             truncation, comparisons, maxima, and the approximations
+ *                             (exp, reciprocal, rsqrt, SiLU, softmax: approx.c), all
+ *                             vectorised and batchable.
  *
  * Values are elements of Z_2^64 (signed fixed point with f fractional bits, see
  * ring/ring.h). A share is (v, m) in Z_2^128 x Z_2^128 with sum(v) = x mod 2^64 and
@@ -99,14 +101,19 @@ enum mpc_prep_kind {
 	MPC_PREP_CMP = 7,    /* comparison mask: [r], [r_63], [r_62] and, for each 4-bit
 				chunk j = 0..15 of r mod 2^62, the one-hot vector
 				[r_(j) == v] for v = 0..15 (MPC_CMP_SHARES shares) */
+	MPC_PREP_LUT = 8,    /* table look-up mask: [r] and the one-hot vector
+				[r mod 2^b == v], v = 0..2^b - 1; param = b (1..MPC_LUT_MAX_BITS) */
 };
 
 #define MPC_CMP_CHUNKS 16
 #define MPC_CMP_SHARES (3 + 16 * MPC_CMP_CHUNKS)
+#define MPC_LUT_MAX_BITS 10
 
 /* One batch of one kind: the batch-th request of that kind (0, 1, 2, ...), for n
- * items. Every party requests the same sequence; the dealer refuses a batch whose
- * kind, param or n differ from what another party asked for. */
+ * items. Truncation pairs (per m) and look-up masks (per b) are numbered per
+ * parameter, so that a program may use several and a dealer may pool each on its
+ * own. Every party requests the same sequence; the dealer refuses a batch whose kind,
+ * param or n differ from what another party asked for. */
 struct mpc_prep_req {
 	uint16_t kind;
 	uint32_t param;
@@ -170,6 +177,7 @@ struct mpc_stats {
 	uint64_t checks;                         /* MAC checks run */
 	uint64_t triples, truncs, randoms;       /* preprocessing consumed */
 	uint64_t cmps;                           /* comparison masks consumed */
+	uint64_t luts;                           /* look-up masks consumed */
 	uint64_t triples_sacrificed;
 	uint64_t prep_bytes_in; /* dealer payload bytes this party received */
 };
@@ -188,7 +196,8 @@ void mpc_get_stats(const struct mpc *p, struct mpc_stats *st);
 /* NULL while healthy; after an abort, the name of the check or step that failed:
  * "mac-check", "commitment", "broadcast-consistency", "triple-sacrifice" (integrity
  * checks), "transport" (a peer's wrong size, an abort or timeout elsewhere),
- * "preprocessing" (dealer unreachable or a bad payload), "joint-randomness", "memory". */
+ * "preprocessing" (dealer unreachable or a bad payload), "joint-randomness", "memory",
+ * "internal" (a compound operation's stage failed for another reason: a bug). */
 const char *mpc_failed_check(const struct mpc *p);
 
 /* Secret input of party owner: x (n values, read only at the owner, NULL elsewhere)
@@ -212,9 +221,10 @@ void mpc_scale(const struct mpc *p, mpc_share *out, const mpc_share *a, ring64_t
 void mpc_constant(const struct mpc *p, mpc_share *out, ring64_t c, size_t n);
 
 /* Preprocessing ahead of time, off the critical path: makes n items of a kind ready
- * (param: m for MPC_PREP_TRUNC, the owner for MPC_PREP_INPUT, else 0). For triples this
- * runs the sacrifice now (one toss and two rounds, all parties must call it together);
- * the other kinds only talk to the dealer. */
+ * (param: m for MPC_PREP_TRUNC, b for MPC_PREP_LUT, the owner for MPC_PREP_INPUT, else
+ * 0). For triples this runs the sacrifice now (one toss and two rounds, all parties
+ * must call it together); the other kinds only talk to the dealer. What each
+ * approximation consumes per value is in docs/PROTOCOL.md. */
 int mpc_prefill(struct mpc *p, enum mpc_prep_kind kind, uint32_t param, size_t n);
 
 /* Opening among the parties (one round, 8n bytes to each peer). The values are
@@ -229,9 +239,12 @@ int mpc_check(struct mpc *p);
 
 /* Batches: independent operations queued on one batch share their rounds: every
  * round opens what each unfinished operation needs for its current step (a product
- * has one step, a comparison five, a max six), so a batch takes as many rounds as
- * its longest operation. Outputs are written by mpc_batch_run; inputs are read when
- * queued (so out may alias them). */
+ * has one step, a comparison five, a max six, the approximations below a program of
+ * stages), so a batch takes as many rounds as its longest operation. Outputs are
+ * written by mpc_batch_run; inputs are read when queued (so out may alias them), and
+ * out must stay valid until mpc_batch_run returns. A queueing call that fails after
+ * an approximation queued part of its work aborts the engine (the other parties
+ * could not undo theirs). */
 struct mpc_batch;
 int mpc_batch_new(struct mpc *p, struct mpc_batch **out);
 void mpc_batch_free(struct mpc_batch *b);
@@ -288,16 +301,61 @@ int mpc_ltz(struct mpc *p, mpc_share *out, const mpc_share *x, size_t n);
  *               that index, computed by a backward pass over the tree's comparison
  *               bits (ceil(log2 n) more rounds of products); max (m, may be NULL). */
 int mpc_max(struct mpc *p, mpc_share *out, const mpc_share *x, size_t m, size_t n);
-
-/* Approximations on fixed point (f fractional bits). Outside its domain each one
- * saturates to its value at the nearer end; docs/PROTOCOL.md gives the protocol and
- * the error bound that the tests assert.
- *   mpc_exp: e^x on [MPC_EXP_LO, MPC_EXP_HI]; 12 rounds (11 for f <= 14); absolute
- *            error <= (8 e^x + 3) 2^-f + 1.2e-5 e^x. */
-#define MPC_EXP_LO (-32.0)
-#define MPC_EXP_HI 8.0
-int mpc_exp(struct mpc *p, mpc_share *out, const mpc_share *x, size_t n);
 int mpc_argmax(struct mpc *p, mpc_share *max, mpc_share *idx, mpc_share *onehot,
 	       const mpc_share *x, size_t m, size_t n);
 
+/* Approximations on fixed point (f fractional bits), as compound batch operations:
+ * each is a fixed program of rounds over the steps above, queued on a batch like a
+ * product (inputs read when queued, so out may alias x; outputs written by
+ * mpc_batch_run), sharing every round with whatever else the batch holds; a batch
+ * with several takes as many rounds as the longest. The mpc_<op> calls run one on a
+ * batch of its own. docs/PROTOCOL.md gives each one's protocol, rounds, bytes and the
+ * error bound that tests/unit/test_mpc_approx*.c, test_mpc_recip.c and
+ * test_mpc_silu.c assert (softmax's follows from its parts). Inputs need |x| < 2^61
+ * (units of 2^-f) for the domain tests to be exact; outside its domain each
+ * saturates as stated, and nothing ever wraps. Rounds below are for f <= 17 (the
+ * default is 16); preprocessing consumed is in docs/PROTOCOL.md.
+ *
+ *   exp:     e^x on [MPC_EXP_LO, MPC_EXP_HI]; below it e^LO, above e^HI. 12 rounds
+ *            (11 for f <= 14). |exp(x) - e^x| <= (8 e^x + 3) 2^-f + 1.2e-5 e^x.
+ *   exp_neg: e^x for x <= 0, on [MPC_EXPNEG_LO, 0] by a table and a cubic, the way
+ *            SiLU is; below it exactly 0 (e^LO < 2^-45), from 0 up exactly 1. 6 rounds,
+ *            about half of exp's bytes. |exp_neg(x) - e^x| <= 1.2e-5 e^x + 3 2^-f
+ *            (f <= 20). Softmax uses it.
+ *   recip:   1/x on [MPC_RECIP_LO, MPC_RECIP_HI] (x > 0); below it (x <= 0
+ *            included) 1/LO, above 1/HI. 12 rounds (13 for f >= 18).
+ *            |recip(x) - 1/x| <= 1.35e-5 / x + 4 2^-f.
+ *   rsqrt:   1/sqrt(x) on [MPC_RSQRT_LO, MPC_RSQRT_HI]; below 1/sqrt(LO), above
+ *            1/sqrt(HI). 12 rounds (13 for f >= 18).
+ *            |rsqrt(x) - x^-1/2| <= 4.5e-6 x^-1/2 + 4 2^-f.
+ *   silu:    x sigmoid(x); on [MPC_SILU_LO, MPC_SILU_HI] by a table and a cubic,
+ *            outside by its asymptotes (0 below, x above), which are within 2.1e-6
+ *            of SiLU there. 6 rounds. |silu(x) - SiLU(x)| <= 6e-6 + 3 2^-f (f <= 20;
+ *            docs/PROTOCOL.md for f > 20).
+ *   softmax: row-wise over rows x cols (row-major), cols <= MPC_SOFTMAX_MAX_COLS:
+ *            max (mpc_max's tournament), exp_neg(x - max), row sums, one reciprocal
+ *            per row, products. 6 ceil(log2 cols) + 20 rounds. */
+#define MPC_EXP_LO (-32.0)
+#define MPC_EXP_HI 8.0
+#define MPC_RECIP_LO (1.0 / 65536.0) /* 2^-16 */
+#define MPC_RECIP_HI 65536.0         /* 2^16 */
+#define MPC_RSQRT_LO (1.0 / 65536.0)
+#define MPC_RSQRT_HI 65536.0
+#define MPC_EXPNEG_LO (-31.875) /* -(32 - 1/8): the table covers [-31.875, 0] in steps of 1/8 */
+#define MPC_SILU_LO (-15.875)   /* -(16 - 1/8): the table covers [-16, 16) in steps of 1/8 */
+#define MPC_SILU_HI 15.875
+#define MPC_SOFTMAX_MAX_COLS 32768 /* row sums stay below the reciprocal's 2^16 */
+int mpc_batch_exp(struct mpc_batch *b, mpc_share *out, const mpc_share *x, size_t n);
+int mpc_batch_exp_neg(struct mpc_batch *b, mpc_share *out, const mpc_share *x, size_t n);
+int mpc_batch_recip(struct mpc_batch *b, mpc_share *out, const mpc_share *x, size_t n);
+int mpc_batch_rsqrt(struct mpc_batch *b, mpc_share *out, const mpc_share *x, size_t n);
+int mpc_batch_silu(struct mpc_batch *b, mpc_share *out, const mpc_share *x, size_t n);
+int mpc_batch_softmax(struct mpc_batch *b, mpc_share *out, const mpc_share *x, size_t rows,
+		      size_t cols);
+int mpc_exp(struct mpc *p, mpc_share *out, const mpc_share *x, size_t n);
+int mpc_exp_neg(struct mpc *p, mpc_share *out, const mpc_share *x, size_t n);
+int mpc_recip(struct mpc *p, mpc_share *out, const mpc_share *x, size_t n);
+int mpc_rsqrt(struct mpc *p, mpc_share *out, const mpc_share *x, size_t n);
+int mpc_silu(struct mpc *p, mpc_share *out, const mpc_share *x, size_t n);
+int mpc_softmax(struct mpc *p, mpc_share *out, const mpc_share *x, size_t rows, size_t cols);
 #endif

@@ -16,8 +16,13 @@ struct prg {
 
 enum {
 	PRG_STREAM_KEY = 0, /* the party's MAC key share alpha_i (8 bytes) */
-	/* streams 1..7: MPC_PREP_RAND .. _CMP (the kind); 16 + owner: MPC_PREP_INPUT */
+	/* streams 1..7: MPC_PREP_RAND .. _CMP (the kind); 16 + owner: MPC_PREP_INPUT;
+	 * 32 + m: MPC_PREP_TRUNC by m; 96 + b: MPC_PREP_LUT of b bits. A stream per
+	 * parameter keeps each parameter's batches in their own sequence. */
 	PRG_STREAM_INPUT0 = 16,
+	PRG_STREAM_TRUNC0 = 32,
+	PRG_STREAM_LUT0 = 96,
+	PRG_STREAMS = PRG_STREAM_LUT0 + MPC_LUT_MAX_BITS + 1,
 };
 
 void prg_init(struct prg *g, const uint8_t seed[MPC_SEED_BYTES], uint32_t stream);
@@ -35,7 +40,8 @@ typedef struct {
 	ring192_t v, m;
 } mpc_wshare;
 
-/* Shares per item (TRIPLE: a, b, c; TRUNC: r, r_63, r_mid; MMUL: a (rows), a B (cols)),
+/* Shares per item (TRIPLE: a, b, c; TRUNC: r, r_63, r_mid; MMUL: a (rows), a B (cols);
+ * LUT: r, then the 2^b one-hot entries),
  * PRG bytes per item and
  * payload body bytes per item for party 0 and for an input's owner. */
 unsigned prep_shares_per_item(const struct mpc_prep_req *req);
@@ -45,7 +51,8 @@ bool prep_req_valid(const struct mpc_prep_req *req, unsigned nparties);
 
 #define PREP_HDR_BYTES 24
 #define PREP_MAX_DIM 65536
-#define PREP_VERSION 2 /* 2: triples with 192-bit shares */
+#define PREP_VERSION 3 /* 2: triples with 192-bit shares; 3: a stream per truncation
+			  parameter, look-up masks */
 #define PREP_MAX_BATCH (1u << 20)
 
 /* Party side: expands one batch from the party's PRG and, where needed, the dealer's
@@ -56,5 +63,44 @@ int prep_expand(struct prg *g, unsigned party, const struct mpc_prep_req *req,
 /* The same for MPC_PREP_TRIPLE, whose shares are wide: out receives 3 n shares. */
 int prep_expand_wide(struct prg *g, unsigned party, const struct mpc_prep_req *req,
 		     const uint8_t *payload, size_t len, mpc_wshare *out);
+
+/* ---------------------------------------------------------------- batch internals */
+
+/* A compound operation (approx.c): step() runs when the compound is queued and again
+ * each time every child its last stage queued has finished; it reads the children's
+ * outputs, queues the next stage's children on b (they become its children by
+ * themselves) or sets done after writing the final output. free() wipes and frees
+ * the whole state (the struct the compound embeds this in). pending counts the
+ * children in flight (kept by the batch). */
+struct cop {
+	int (*step)(struct mpc_batch *b, struct cop *c);
+	void (*free)(struct cop *c);
+	unsigned stage;
+	size_t pending;
+	bool done;
+};
+
+struct mpc *batch_engine(struct mpc_batch *b);
+/* Takes ownership of c (freed on error too) and runs its first stage. */
+int batch_compound(struct mpc_batch *b, struct cop *c);
+/* The primitive steps of mpc.c, for compounds (inputs read when queued, outputs
+ * written when the step finishes). out = x y + add (add may be NULL). */
+int batch_mul_add(struct mpc_batch *b, mpc_share *out, const mpc_share *x, const mpc_share *y,
+		  const mpc_share *add, size_t n);
+/* LTZ of x; with selw lanes, out[i selw + k] = bit ? sx : sy instead (bits gets the
+ * bits if not NULL). */
+int batch_ltz(struct mpc_batch *b, mpc_share *out, mpc_share *bits, const mpc_share *x, size_t n,
+	      unsigned selw, const mpc_share *sx, const mpc_share *sy);
+/* The digit look-up of exp: out[i ntab + k] = tab_k(digit tch[k] of x mod 16^J). */
+int batch_digits(struct mpc_batch *b, mpc_share *out, const mpc_share *x, size_t n, unsigned J,
+		 unsigned ntab, const unsigned *tch, const ring64_t *tab);
+/* One-time truth table on V in [0, 2^bits): out[i ntab + k] = tab[k 2^bits + V_i]. */
+int batch_lut(struct mpc_batch *b, mpc_share *out, const mpc_share *x, size_t n, unsigned bits,
+	      unsigned ntab, const ring64_t *tab);
+/* Leading-digit look-up on x in [0, 16^J): out[i ntab + k] =
+ * sum_{j = jlo}^{J-1} [x < 16^(j+1)] tab[(k J + j) 16 + d_j(x)]. */
+int batch_norm(struct mpc_batch *b, mpc_share *out, const mpc_share *x, size_t n, unsigned J,
+	       unsigned jlo, unsigned ntab, const ring64_t *tab);
+void mpc_wipe_free(void *ptr, size_t len);
 
 #endif

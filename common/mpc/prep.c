@@ -42,9 +42,16 @@ void prg_wipe(struct prg *g) { sodium_memzero(g, sizeof *g); }
 
 uint32_t prep_stream(const struct mpc_prep_req *req)
 {
-	if (req->kind == MPC_PREP_INPUT)
+	switch (req->kind) {
+	case MPC_PREP_INPUT:
 		return PRG_STREAM_INPUT0 + req->param;
-	return req->kind;
+	case MPC_PREP_TRUNC:
+		return PRG_STREAM_TRUNC0 + req->param;
+	case MPC_PREP_LUT:
+		return PRG_STREAM_LUT0 + req->param;
+	default:
+		return req->kind;
+	}
 }
 
 ring64_t prep_alpha_share(const uint8_t seed[MPC_SEED_BYTES])
@@ -69,6 +76,8 @@ unsigned prep_shares_per_item(const struct mpc_prep_req *req)
 		return req->rows + req->cols;
 	case MPC_PREP_CMP:
 		return MPC_CMP_SHARES;
+	case MPC_PREP_LUT:
+		return 1 + (1u << req->param);
 	default:
 		return 1;
 	}
@@ -111,6 +120,9 @@ size_t prep_payload_bytes(unsigned party, const struct mpc_prep_req *req)
 		case MPC_PREP_CMP:
 			per = 16 + 32 * (MPC_CMP_SHARES - 1); /* m(r), then v and m of the rest */
 			break;
+		case MPC_PREP_LUT:
+			per = 16 + 32 * ((size_t)1 << req->param); /* m(r), v and m of each entry */
+			break;
 		}
 	}
 	if (req->kind == MPC_PREP_INPUT && req->param == party)
@@ -141,6 +153,10 @@ bool prep_req_valid(const struct mpc_prep_req *req, unsigned nparties)
 		return req->param >= 1 && req->param <= 62;
 	case MPC_PREP_INPUT:
 		return req->param < nparties;
+	case MPC_PREP_LUT:
+		/* the body of one batch stays within PREP_MAX_BATCH shares of 32 bytes */
+		return req->param >= 1 && req->param <= MPC_LUT_MAX_BITS &&
+		       (uint64_t)req->n << req->param <= PREP_MAX_BATCH;
 	default:
 		return false;
 	}
@@ -164,6 +180,17 @@ static void put_hdr(uint8_t *p, const struct mpc_prep_req *req)
 static uint32_t get32(const uint8_t *p)
 {
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Items per PRG chunk: even (an item is a multiple of 32 bytes, so a chunk is whole
+ * 64-byte blocks and filling chunk by chunk gives the keystream of one fill of the
+ * batch), about 32 KB, so that the scratch buffers stay small and in cache. */
+static size_t chunk_items(size_t per, size_t n)
+{
+	size_t c = (32768 / per) & ~(size_t)1;
+	if (c < 2)
+		c = 2;
+	return c < n ? c : n;
 }
 
 /* Reads party's PRG shares of one item (layout: the item's value shares, then its MAC
@@ -206,15 +233,16 @@ int prep_expand(struct prg *g, unsigned party, const struct mpc_prep_req *req,
 	int rc = check_payload(party, req, payload, len);
 	if (rc != 0)
 		return rc;
-	uint8_t *buf = malloc(per * req->n);
+	const size_t C = chunk_items(per, req->n);
+	uint8_t *buf = malloc(per * C);
 	if (!buf)
 		return ERR_NOMEM;
-	if ((rc = prg_fill(g, buf, per * req->n)) != 0)
-		goto out;
 	const uint8_t *q = payload ? payload + PREP_HDR_BYTES : NULL;
 	for (uint32_t i = 0; i < req->n; i++) {
 		mpc_share *s = out + (size_t)i * k;
-		load_item(buf + per * i, k, s);
+		if (i % C == 0 && (rc = prg_fill(g, buf, per * (req->n - i < C ? req->n - i : C))) != 0)
+			goto out;
+		load_item(buf + per * (i % C), k, s);
 		if (party != 0)
 			goto owner;
 		switch (req->kind) {
@@ -244,6 +272,7 @@ int prep_expand(struct prg *g, unsigned party, const struct mpc_prep_req *req,
 			}
 			break;
 		case MPC_PREP_CMP:
+		case MPC_PREP_LUT:
 			s[0].m = ring128_load(q);
 			q += 16;
 			for (unsigned j = 1; j < k; j++, q += 32) {
@@ -259,7 +288,7 @@ int prep_expand(struct prg *g, unsigned party, const struct mpc_prep_req *req,
 		}
 	}
 out:
-	sodium_memzero(buf, per * req->n);
+	sodium_memzero(buf, per * C);
 	free(buf);
 	return rc;
 }
@@ -273,15 +302,16 @@ int prep_expand_wide(struct prg *g, unsigned party, const struct mpc_prep_req *r
 	int rc = check_payload(party, req, payload, len);
 	if (rc != 0)
 		return rc;
-	uint8_t *buf = malloc(per * req->n);
+	const size_t C = chunk_items(per, req->n);
+	uint8_t *buf = malloc(per * C);
 	if (!buf)
 		return ERR_NOMEM;
-	if ((rc = prg_fill(g, buf, per * req->n)) != 0)
-		goto out;
 	const uint8_t *q = payload ? payload + PREP_HDR_BYTES : NULL;
 	for (uint32_t i = 0; i < req->n; i++) {
 		mpc_wshare *s = out + 3 * (size_t)i;
-		const uint8_t *b = buf + per * i;
+		if (i % C == 0 && (rc = prg_fill(g, buf, per * (req->n - i < C ? req->n - i : C))) != 0)
+			goto out;
+		const uint8_t *b = buf + per * (i % C);
 		for (unsigned j = 0; j < 3; j++) {
 			s[j].v = ring192_load(b + 24 * j);
 			s[j].m = ring192_load(b + 24 * (3 + j));
@@ -295,14 +325,14 @@ int prep_expand_wide(struct prg *g, unsigned party, const struct mpc_prep_req *r
 		}
 	}
 out:
-	sodium_memzero(buf, per * req->n);
+	sodium_memzero(buf, per * C);
 	free(buf);
 	return rc;
 }
 
 /* ---------------------------------------------------------------- dealer */
 
-#define DEALER_STREAMS (PRG_STREAM_INPUT0 + MPC_MAX_PARTIES)
+#define DEALER_STREAMS PRG_STREAMS
 
 struct stored_batch {
 	struct mpc_prep_req req;
@@ -441,10 +471,10 @@ static struct dealer_mask *dealer_mask_find(struct mpc_dealer *d, uint32_t id)
 static int dealer_generate_triples(struct mpc_dealer *d, struct dealer_stream *ds,
 				   const struct mpc_prep_req *req, struct stored_batch *sb)
 {
-	size_t per = prep_prg_bytes(req), n = req->n;
-	uint8_t *buf = malloc(per * n);
-	mpc_wshare *sum = calloc(3 * n, sizeof *sum); /* parties 1..N-1, then + party 0 */
-	mpc_wshare *s0 = calloc(3 * n, sizeof *s0);
+	const size_t per = prep_prg_bytes(req), n = req->n, C = chunk_items(per, n);
+	uint8_t *buf = malloc(per * C);
+	mpc_wshare *sum = calloc(3 * C, sizeof *sum); /* parties 1..N-1, then + party 0 */
+	mpc_wshare *s0 = calloc(3 * C, sizeof *s0);
 	int rc = 0;
 	sb->len[0] = prep_payload_bytes(0, req);
 	sb->payload[0] = malloc(sb->len[0]);
@@ -453,51 +483,60 @@ static int dealer_generate_triples(struct mpc_dealer *d, struct dealer_stream *d
 		goto out;
 	}
 	put_hdr(sb->payload[0], req);
-	for (unsigned i = 0; i < d->n; i++) {
-		if ((rc = prg_fill(&ds->prg[i], buf, per * n)) != 0)
-			goto out;
-		for (size_t t = 0; t < n; t++)
-			for (unsigned j = 0; j < 3; j++) {
-				const uint8_t *b = buf + per * t;
-				mpc_wshare sh = {ring192_load(b + 24 * j), ring192_load(b + 24 * (3 + j))};
-				mpc_wshare *dst = i == 0 ? &s0[3 * t + j] : &sum[3 * t + j];
-				dst->v = ring192_add(dst->v, sh.v);
-				dst->m = ring192_add(dst->m, sh.m);
-			}
-	}
 	uint8_t *q = sb->payload[0] + PREP_HDR_BYTES;
 	const ring192_t a = d->walpha;
-	for (size_t t = 0; t < n; t++) {
-		const mpc_wshare *o = &sum[3 * t];
-		ring192_t fa = ring192_add(o[0].v, s0[3 * t].v), fb = ring192_add(o[1].v, s0[3 * t + 1].v);
-		ring192_t fc = ring192_mul(fa, fb);
-		bool fault = d->fault.set && d->fault.item == d->triples_made + t;
-		ring192_t e = {{0, 0, 0}};
-		if (fault)
-			e.w[d->fault.bit / 64] = (uint64_t)1 << (d->fault.bit % 64);
-		if (fault && d->fault.kind == MPC_DEALER_FAULT_TRIPLE_VALUE)
-			fc = ring192_add(fc, e); /* a wrong c whose MAC matches */
-		ring192_t mc0 = ring192_sub(ring192_mul(a, fc), o[2].m);
-		if (fault && d->fault.kind == MPC_DEALER_FAULT_TRIPLE_MAC)
-			mc0 = ring192_add(mc0, e);
-		ring192_store(q, ring192_sub(ring192_mul(a, fa), o[0].m));
-		ring192_store(q + 24, ring192_sub(ring192_mul(a, fb), o[1].m));
-		ring192_store(q + 48, ring192_sub(fc, o[2].v));
-		ring192_store(q + 72, mc0);
-		q += 96;
+	/* chunk by chunk: every party's PRG shares of the chunk, then party 0's payload */
+	for (size_t t0 = 0; t0 < n; t0 += C) {
+		const size_t cn = n - t0 < C ? n - t0 : C;
+		memset(sum, 0, 3 * cn * sizeof *sum);
+		for (unsigned i = 0; i < d->n; i++) {
+			if ((rc = prg_fill(&ds->prg[i], buf, per * cn)) != 0)
+				goto out;
+			for (size_t t = 0; t < cn; t++)
+				for (unsigned j = 0; j < 3; j++) {
+					const uint8_t *b = buf + per * t;
+					mpc_wshare sh = {ring192_load(b + 24 * j), ring192_load(b + 24 * (3 + j))};
+					mpc_wshare *dst = i == 0 ? &s0[3 * t + j] : &sum[3 * t + j];
+					if (i == 0)
+						*dst = sh;
+					else {
+						dst->v = ring192_add(dst->v, sh.v);
+						dst->m = ring192_add(dst->m, sh.m);
+					}
+				}
+		}
+		for (size_t t = 0; t < cn; t++) {
+			const mpc_wshare *o = &sum[3 * t];
+			ring192_t fa = ring192_add(o[0].v, s0[3 * t].v), fb = ring192_add(o[1].v, s0[3 * t + 1].v);
+			ring192_t fc = ring192_mul(fa, fb);
+			bool fault = d->fault.set && d->fault.item == d->triples_made + t0 + t;
+			ring192_t e = {{0, 0, 0}};
+			if (fault)
+				e.w[d->fault.bit / 64] = (uint64_t)1 << (d->fault.bit % 64);
+			if (fault && d->fault.kind == MPC_DEALER_FAULT_TRIPLE_VALUE)
+				fc = ring192_add(fc, e); /* a wrong c whose MAC matches */
+			ring192_t mc0 = ring192_sub(ring192_mul(a, fc), o[2].m);
+			if (fault && d->fault.kind == MPC_DEALER_FAULT_TRIPLE_MAC)
+				mc0 = ring192_add(mc0, e);
+			ring192_store(q, ring192_sub(ring192_mul(a, fa), o[0].m));
+			ring192_store(q + 24, ring192_sub(ring192_mul(a, fb), o[1].m));
+			ring192_store(q + 48, ring192_sub(fc, o[2].v));
+			ring192_store(q + 72, mc0);
+			q += 96;
+		}
 	}
 	d->triples_made += n;
 out:
 	if (buf) {
-		sodium_memzero(buf, per * n);
+		sodium_memzero(buf, per * C);
 		free(buf);
 	}
 	if (sum) {
-		sodium_memzero(sum, 3 * n * sizeof *sum);
+		sodium_memzero(sum, 3 * C * sizeof *sum);
 		free(sum);
 	}
 	if (s0) {
-		sodium_memzero(s0, 3 * n * sizeof *s0);
+		sodium_memzero(s0, 3 * C * sizeof *s0);
 		free(s0);
 	}
 	if (rc != 0)
@@ -529,8 +568,9 @@ static int dealer_generate(struct mpc_dealer *d, struct dealer_stream *ds,
 		if (!mask || mask->rows != req->rows || mask->cols != req->cols)
 			return ERR_PROTOCOL;
 	}
-	buf = malloc(per * n);
-	sh = calloc(n * k * d->n, sizeof *sh); /* [party][item][component] */
+	const size_t C = chunk_items(per, n);
+	buf = malloc(per * C);
+	sh = calloc(C * k * d->n, sizeof *sh); /* [party][item of the chunk][component] */
 	vo = calloc(k, sizeof *vo);
 	mo = calloc(k, sizeof *mo);
 	full = calloc(k, sizeof *full);
@@ -539,12 +579,6 @@ static int dealer_generate(struct mpc_dealer *d, struct dealer_stream *ds,
 	if (!buf || !sh || !vo || !mo || !full || (req->kind == MPC_PREP_MMASK && !bstore)) {
 		rc = ERR_NOMEM;
 		goto out;
-	}
-	for (unsigned i = 0; i < d->n; i++) {
-		if ((rc = prg_fill(&ds->prg[i], buf, per * n)) != 0)
-			goto out;
-		for (size_t t = 0; t < n; t++)
-			load_item(buf + per * t, k, sh + ((size_t)i * n + t) * k);
 	}
 	unsigned owner = req->kind == MPC_PREP_INPUT ? req->param : 0;
 	for (int w = 0; w < 2; w++) {
@@ -563,17 +597,25 @@ static int dealer_generate(struct mpc_dealer *d, struct dealer_stream *ds,
 	uint8_t *qo = sb->payload[1] ? sb->payload[1] + PREP_HDR_BYTES : NULL;
 	const ring128_t a = d->alpha;
 	for (size_t t = 0; t < n; t++) {
+		if (t % C == 0) /* every party's PRG shares of the next chunk */
+			for (unsigned i = 0; i < d->n; i++) {
+				size_t cn = n - t < C ? n - t : C;
+				if ((rc = prg_fill(&ds->prg[i], buf, per * cn)) != 0)
+					goto out;
+				for (size_t u = 0; u < cn; u++)
+					load_item(buf + per * u, k, sh + ((size_t)i * C + u) * k);
+			}
 		/* sums over parties 1..N-1 (fixed), and the full random values */
 		memset(vo, 0, k * sizeof *vo);
 		memset(mo, 0, k * sizeof *mo);
 		for (unsigned i = 1; i < d->n; i++) {
-			const mpc_share *si = sh + ((size_t)i * n + t) * k;
+			const mpc_share *si = sh + ((size_t)i * C + t % C) * k;
 			for (unsigned j = 0; j < k; j++) {
 				vo[j] += si[j].v;
 				mo[j] += si[j].m;
 			}
 		}
-		const mpc_share *s0 = sh + t * k;
+		const mpc_share *s0 = sh + (t % C) * k;
 		for (unsigned j = 0; j < k; j++)
 			full[j] = vo[j] + s0[j].v;
 		switch (req->kind) {
@@ -620,6 +662,18 @@ static int dealer_generate(struct mpc_dealer *d, struct dealer_stream *ds,
 			}
 			break;
 		}
+		case MPC_PREP_LUT: {
+			ring64_t low = ring128_lo(full[0]) & (((ring64_t)1 << req->param) - 1);
+			for (unsigned v = 0; v + 1 < k; v++)
+				full[1 + v] = v == low;
+			ring128_store(q0, a * full[0] - mo[0]);
+			q0 += 16;
+			for (unsigned j = 1; j < k; j++, q0 += 32) {
+				ring128_store(q0, full[j] - vo[j]);
+				ring128_store(q0 + 16, a * full[j] - mo[j]);
+			}
+			break;
+		}
 		case MPC_PREP_MMUL: {
 			uint32_t R = req->rows, C = req->cols;
 			for (uint32_t j = 0; j < R; j++, q0 += 16)
@@ -652,11 +706,11 @@ static int dealer_generate(struct mpc_dealer *d, struct dealer_stream *ds,
 	}
 out:
 	if (buf) {
-		sodium_memzero(buf, per * n);
+		sodium_memzero(buf, per * C);
 		free(buf);
 	}
 	if (sh) {
-		sodium_memzero(sh, n * k * d->n * sizeof *sh);
+		sodium_memzero(sh, C * k * d->n * sizeof *sh);
 		free(sh);
 	}
 	if (full) {

@@ -777,6 +777,20 @@ START_TEST(test_bad_arguments)
 	ck_assert_int_eq(mpc_dealer_fetch(d, 0, &r, &pl, &len), ERR_INVALID);
 	r = (struct mpc_prep_req){.kind = MPC_PREP_RAND, .n = 0};
 	ck_assert_int_eq(mpc_dealer_fetch(d, 0, &r, &pl, &len), ERR_INVALID);
+	/* look-up masks: 1..MPC_LUT_MAX_BITS bits, a batch of at most 2^20 entries */
+	r = (struct mpc_prep_req){.kind = MPC_PREP_LUT, .param = 0, .n = 1};
+	ck_assert_int_eq(mpc_dealer_fetch(d, 0, &r, &pl, &len), ERR_INVALID);
+	r.param = MPC_LUT_MAX_BITS + 1;
+	ck_assert_int_eq(mpc_dealer_fetch(d, 0, &r, &pl, &len), ERR_INVALID);
+	r = (struct mpc_prep_req){.kind = MPC_PREP_LUT, .param = 10, .n = 1025};
+	ck_assert_int_eq(mpc_dealer_fetch(d, 0, &r, &pl, &len), ERR_INVALID);
+	r = (struct mpc_prep_req){.kind = MPC_PREP_LUT, .param = 8, .n = 2};
+	ck_assert_int_eq(mpc_dealer_fetch(d, 0, &r, &pl, &len), 0);
+	ck_assert_uint_eq(len, 24 + 2 * (16 + 32 * 256)); /* m(r), then v and m per entry */
+	free(pl);
+	ck_assert_int_eq(mpc_prefill(p, MPC_PREP_LUT, 0, 1), ERR_INVALID);
+	ck_assert_int_eq(mpc_prefill(p, MPC_PREP_LUT, MPC_LUT_MAX_BITS + 1, 1), ERR_INVALID);
+	ck_assert_int_eq(mpc_prefill(p, MPC_PREP_TRUNC, 63, 1), ERR_INVALID);
 	struct mpc_batch *b;
 	ck_assert_int_eq(mpc_batch_new(p, &b), 0);
 	ck_assert_int_eq(mpc_batch_trunc(b, s, s, 1, 0), ERR_INVALID);

@@ -9,7 +9,10 @@
 #define MIMIR_TEST_MPC_HARNESS_H
 
 #include <errno.h>
+#include <malloc.h>
+#include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <time.h>
 #include <stdlib.h>
@@ -17,6 +20,7 @@
 
 #include "err/err.h"
 #include "mpc/mpc.h"
+#include "testutil.h"
 
 /* The rushing adversary's hook: called in every round of party `me` with what each
  * honest party j sends it (in[j], in_len[j]; in[me] is NULL) and its own outgoing
@@ -247,6 +251,11 @@ static inline int mpch_run(unsigned n, const struct mpch_opts *o, mpch_fn fn, vo
 	struct mpch_rhub *rh = NULL;
 	struct mpc_dealer *dealer = o->dealer;
 	memset(pp, 0, n * sizeof *pp);
+	/* Test speed only: triple refills use buffers of tens of MB, which glibc gives back
+	 * to the kernel on free (and the party threads' arenas madvise away), so every
+	 * refill would fault its pages in again. Keep freed memory in the process. */
+	mallopt(M_MMAP_THRESHOLD, 64 << 20);
+	mallopt(M_TRIM_THRESHOLD, 1 << 30);
 	int rc = mpc_hub_new(n, 20000, &hub);
 	if (rc != 0)
 		return rc;
@@ -318,6 +327,284 @@ static inline uint64_t mpch_rand(uint64_t *s)
 	*s ^= *s << 25;
 	*s ^= *s >> 27;
 	return *s * 0x2545F4914F6CDD1DULL;
+}
+
+/* ---------------------------------------------------------------- approximations */
+
+/* The approximations against double precision, shared by the test_mpc_approx*,
+ * test_mpc_recip and test_mpc_silu suites: one program (party 0 inputs x, the
+ * triples are made ahead so that the rounds counted are the operation's own, one or
+ * two operations on one batch, then a reveal), input grids, and the checks, which
+ * hold every output to the error bound docs/PROTOCOL.md states, and every output for
+ * an input outside the domain to exactly the saturated value (exp: to its bound at
+ * the clamped input, as before). */
+enum mpch_op { MPCH_EXP, MPCH_RECIP, MPCH_RSQRT, MPCH_SILU, MPCH_EXPNEG };
+
+struct mpch_approx {
+	enum mpch_op op[2];
+	unsigned nops; /* 1, or 2 side by side on one batch */
+	unsigned f;
+	size_t n;
+	double *xd; /* the inputs as computed on (decoded after encoding) */
+	ring64_t *x;
+	ring64_t *out[MPC_MAX_PARTIES]; /* nops * n each */
+	uint64_t rounds[MPC_MAX_PARTIES], bytes[MPC_MAX_PARTIES];
+};
+
+static inline const char *mpch_op_name(enum mpch_op op)
+{
+	static const char *const nm[] = {"exp", "recip", "rsqrt", "silu", "exp_neg"};
+	return nm[op];
+}
+
+/* Triples per element, with a margin (docs/PROTOCOL.md has the exact counts). */
+static inline size_t mpch_op_triples(enum mpch_op op)
+{
+	return op == MPCH_EXP ? 160 : op == MPCH_SILU || op == MPCH_EXPNEG ? 80 : 600;
+}
+
+/* Rounds at f: what docs/PROTOCOL.md states. */
+static inline unsigned mpch_op_rounds(enum mpch_op op, unsigned f)
+{
+	switch (op) {
+	case MPCH_EXP:
+		return f <= 14 ? 11 : 12;
+	case MPCH_RECIP:
+	case MPCH_RSQRT:
+		return f <= 17 ? 12 : 13;
+	default:
+		return 6;
+	}
+}
+
+static inline int mpch_queue(struct mpc_batch *b, enum mpch_op op, mpc_share *y, const mpc_share *x,
+			     size_t n)
+{
+	switch (op) {
+	case MPCH_EXP:
+		return mpc_batch_exp(b, y, x, n);
+	case MPCH_RECIP:
+		return mpc_batch_recip(b, y, x, n);
+	case MPCH_RSQRT:
+		return mpc_batch_rsqrt(b, y, x, n);
+	case MPCH_EXPNEG:
+		return mpc_batch_exp_neg(b, y, x, n);
+	default:
+		return mpc_batch_silu(b, y, x, n);
+	}
+}
+
+static inline int mpch_approx_prog(struct mpch_party *pp, void *arg)
+{
+	struct mpch_approx *g = arg;
+	struct mpc *p = pp->mpc;
+	const size_t n = g->n;
+	mpc_share *x = calloc(n ? n : 1, sizeof *x), *y = calloc(2 * n + 1, sizeof *y);
+	struct mpc_stats a, b;
+	struct mpc_batch *bt = NULL;
+	size_t tri = 8;
+	int rc = x && y ? 0 : ERR_NOMEM;
+	for (unsigned k = 0; k < g->nops; k++)
+		tri += mpch_op_triples(g->op[k]) * n;
+	if (rc == 0)
+		rc = mpc_input(p, 0, pp->id == 0 ? g->x : NULL, x, n);
+	if (rc == 0)
+		rc = mpc_prefill(p, MPC_PREP_TRIPLE, 0, tri);
+	if (rc == 0) /* check what the prefill opened, so that no check falls inside */
+		rc = mpc_check(p);
+	mpc_get_stats(p, &a);
+	if (rc == 0)
+		rc = mpc_batch_new(p, &bt);
+	for (unsigned k = 0; rc == 0 && k < g->nops; k++)
+		rc = mpch_queue(bt, g->op[k], y + k * n, x, n);
+	if (rc == 0)
+		rc = mpc_batch_run(bt);
+	mpc_batch_free(bt);
+	mpc_get_stats(p, &b);
+	g->rounds[pp->id] = b.rounds - a.rounds;
+	g->bytes[pp->id] = b.bytes_sent - a.bytes_sent;
+	if (rc == 0)
+		rc = mpc_reveal(p, g->out[pp->id], y, g->nops * n);
+	free(x);
+	free(y);
+	return rc;
+}
+
+static inline void mpch_domain(enum mpch_op op, double *lo, double *hi)
+{
+	switch (op) {
+	case MPCH_EXP:
+		*lo = MPC_EXP_LO, *hi = MPC_EXP_HI;
+		break;
+	case MPCH_RECIP:
+		*lo = MPC_RECIP_LO, *hi = MPC_RECIP_HI;
+		break;
+	case MPCH_RSQRT:
+		*lo = MPC_RSQRT_LO, *hi = MPC_RSQRT_HI;
+		break;
+	case MPCH_EXPNEG:
+		*lo = MPC_EXPNEG_LO, *hi = 0;
+		break;
+	default:
+		*lo = MPC_SILU_LO, *hi = MPC_SILU_HI;
+	}
+}
+
+/* The grid for op at f, n points: the edges, one unit inside and outside them, a few
+ * points far outside (for recip and rsqrt zero and negative values too); for recip
+ * and rsqrt with pow2 every power of two of the domain (pow2 = 1) and its neighbours
+ * one unit away too (pow2 = 3); then the rest of the domain in equal steps (in log
+ * for recip and rsqrt) at random offsets. */
+static inline void mpch_grid(struct mpch_approx *g, enum mpch_op op, unsigned f, size_t n,
+			     unsigned pow2, uint64_t seed)
+{
+	double lo, hi;
+	const double u = ldexp(1.0, -(int)f);
+	const bool logs = op == MPCH_RECIP || op == MPCH_RSQRT;
+	mpch_domain(op, &lo, &hi);
+	g->f = f;
+	g->n = n;
+	g->xd = calloc(n, sizeof *g->xd);
+	g->x = calloc(n, sizeof *g->x);
+	for (unsigned i = 0; i < MPC_MAX_PARTIES; i++)
+		g->out[i] = calloc(2 * n, sizeof *g->out[i]);
+	ck_assert(g->xd && g->x && g->out[MPC_MAX_PARTIES - 1]);
+	const double far = ldexp(1.0, 60 - (int)f); /* |x| < 2^61 units */
+	const double extra[] = {lo, hi, lo + u, hi - u, lo - u, hi + u, 2 * lo - 2 * hi, 2 * hi - lo,
+				far, -far, 0, u, -u, 1.0, -1.0, 0.5};
+	size_t k = 0;
+	for (size_t e = 0; e < sizeof extra / sizeof extra[0] && k < n; e++)
+		g->xd[k++] = extra[e];
+	const int e0 = (int)floor(log2(lo)), e1 = (int)ceil(log2(hi));
+	for (int e = e0; pow2 && logs && e <= e1 && k + pow2 <= n; e++) {
+		double p2 = ldexp(1.0, e);
+		g->xd[k++] = p2;
+		if (pow2 == 3) {
+			g->xd[k++] = p2 + u;
+			g->xd[k++] = p2 - u;
+		}
+	}
+	const size_t rest = n - k;
+	for (size_t i = 0; k < n; i++, k++) {
+		double t = ((double)i + (double)(mpch_rand(&seed) >> 11) * 0x1p-53) / (double)rest;
+		g->xd[k] = logs ? exp(log(lo) + (log(hi) - log(lo)) * t) : lo + (hi - lo) * t;
+	}
+	for (size_t i = 0; i < n; i++) {
+		ck_assert_int_eq(ring_fxp_encode(g->xd[i], f, &g->x[i], NULL), 0);
+		g->xd[i] = ring_fxp_decode(g->x[i], f); /* the value actually computed on */
+	}
+}
+
+static inline void mpch_grid_free(struct mpch_approx *g)
+{
+	free(g->xd);
+	free(g->x);
+	for (unsigned i = 0; i < MPC_MAX_PARTIES; i++)
+		free(g->out[i]);
+}
+
+static inline double mpch_silu(double x) { return x / (1 + exp(-x)); }
+
+/* exp_neg's bound at e^x (docs/PROTOCOL.md): the cubic's remainder, the truncations,
+ * and for f > 20 the rounding of the cubic coefficient. */
+static inline double mpch_expneg_bound(double ex, unsigned f)
+{
+	const unsigned K = 2 * f + 16 < 56 ? 2 * f + 16 : 56;
+	return 1.2e-5 * ex + 3 * ldexp(1.0, -(int)f) + ldexp(1.0, 2 * (int)f - (int)K - 10);
+}
+
+/* Holds every output of op (the k-th of the batch) at one party to its bound or to
+ * the exact saturated value; returns the worst error inside the domain as a fraction
+ * of the bound. */
+static inline double mpch_check(const struct mpch_approx *g, unsigned party, unsigned k)
+{
+	const enum mpch_op op = g->op[k];
+	const unsigned f = g->f;
+	const double u = ldexp(1.0, -(int)f);
+	const ring64_t *out = g->out[party] + k * g->n;
+	double lo, hi, worst = 0;
+	mpch_domain(op, &lo, &hi);
+	for (size_t i = 0; i < g->n; i++) {
+		double x = g->xd[i], got = ring_fxp_decode(out[i], f), want, bound;
+		bool below = x < lo, above = op == MPCH_EXP ? x > hi : x >= hi;
+		if ((op == MPCH_RECIP || op == MPCH_RSQRT) && x < u)
+			below = true; /* below the first representable point of the domain */
+		if (op != MPCH_EXP && (below || above)) {
+			ring64_t sat = 0;
+			if (op == MPCH_SILU)
+				sat = above ? g->x[i] : 0; /* the asymptotes */
+			else if (op == MPCH_EXPNEG)
+				sat = above ? (ring64_t)1 << f : 0; /* e^0, and e^LO < 2^-45 */
+			else
+				ring_fxp_encode(op == MPCH_RECIP ? 1 / (below ? lo : hi)
+								 : 1 / sqrt(below ? lo : hi),
+						f, &sat, NULL);
+			ck_assert_msg(out[i] == sat, "%s party %u f=%u x=%.9g: %.9g, not the saturated %.9g",
+				      mpch_op_name(op), party, f, x, got, ring_fxp_decode(sat, f));
+			if (op == MPCH_SILU) /* and the asymptote is SiLU within 2.1e-6 */
+				ck_assert(fabs(ring_fxp_decode(sat, f) - mpch_silu(x)) <= 2.1e-6 + u);
+			if (op == MPCH_EXPNEG && below)
+				ck_assert(exp(x) < ldexp(1.0, -45));
+			continue;
+		}
+		switch (op) {
+		case MPCH_EXP: {
+			double c = above ? hi : below ? lo : x;
+			want = exp(c);
+			bound = (8 * want + 3) * u + 1.2e-5 * want;
+			break;
+		}
+		case MPCH_RECIP:
+			want = 1 / x;
+			bound = 1.35e-5 * want + 4 * u;
+			break;
+		case MPCH_RSQRT:
+			want = 1 / sqrt(x);
+			bound = 4.5e-6 * want + 4 * u;
+			break;
+		case MPCH_EXPNEG:
+			want = exp(x);
+			bound = mpch_expneg_bound(want, f);
+			break;
+		default: {
+			const unsigned K = 2 * f + 16 < 56 ? 2 * f + 16 : 56;
+			want = mpch_silu(x);
+			bound = 6e-6 + ldexp(1.0, 2 * (int)f - (int)K - 10) + 3 * u;
+		}
+		}
+		double err = fabs(got - want);
+		ck_assert_msg(err <= bound, "%s party %u f=%u x=%.9g got %.9g want %.9g err %g bound %g",
+			      mpch_op_name(op), party, f, x, got, want, err, bound);
+		if (err / bound > worst)
+			worst = err / bound;
+	}
+	return worst;
+}
+
+/* Runs the grid g on n parties and checks everything: every party's rc, rounds (the
+ * longest operation's), identical outputs, every bound. Prints the worst error. */
+static inline void mpch_approx_run(unsigned n, struct mpch_approx *g, uint32_t prep_batch)
+{
+	struct mpch_party pp[MPC_MAX_PARTIES];
+	struct mpch_opts o = {.fault_party = -1, .cfg = {.frac_bits = g->f, .prep_batch = prep_batch}};
+	ck_assert_int_eq(mpch_run(n, &o, mpch_approx_prog, g, pp), 0);
+	unsigned want = 0;
+	for (unsigned k = 0; k < g->nops; k++)
+		if (mpch_op_rounds(g->op[k], g->f) > want)
+			want = mpch_op_rounds(g->op[k], g->f);
+	double worst[2] = {0, 0};
+	for (unsigned i = 0; i < n; i++) {
+		ck_assert_int_eq(pp[i].rc, 0);
+		ck_assert_uint_eq(g->rounds[i], want);
+		ck_assert_mem_eq(g->out[i], g->out[0], g->nops * g->n * sizeof(ring64_t));
+		for (unsigned k = 0; k < g->nops; k++) {
+			double w = mpch_check(g, i, k);
+			worst[k] = w > worst[k] ? w : worst[k];
+		}
+	}
+	for (unsigned k = 0; k < g->nops; k++)
+		fprintf(stderr, "%s N=%u f=%u: %zu points, %u rounds, worst error %.3f of the bound\n",
+			mpch_op_name(g->op[k]), n, g->f, g->n, want, worst[k]);
 }
 
 #endif
