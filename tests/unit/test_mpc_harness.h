@@ -475,7 +475,9 @@ static inline void mpch_grid(struct mpch_approx *g, enum mpch_op op, unsigned f,
 	size_t k = 0;
 	for (size_t e = 0; e < sizeof extra / sizeof extra[0] && k < n; e++)
 		g->xd[k++] = extra[e];
-	const int e0 = (int)floor(log2(lo)), e1 = (int)ceil(log2(hi));
+	/* Powers of two only for the positive (log-spaced) domains: log2 of a negative
+	 * bound is NaN, and converting NaN to int is undefined. */
+	const int e0 = logs ? (int)floor(log2(lo)) : 0, e1 = logs ? (int)ceil(log2(hi)) : -1;
 	for (int e = e0; pow2 && logs && e <= e1 && k + pow2 <= n; e++) {
 		double p2 = ldexp(1.0, e);
 		g->xd[k++] = p2;
