@@ -111,9 +111,11 @@ test-run:
 	@MIMIR_BUILD=$(abspath $(BUILD)) MIMIR_SHARED=$(SHARED) bash scripts/run-tests.sh $(TEST_BINS)
 	@bash scripts/lint.sh
 
+# Under the sanitizers the secure-generation suites run at quick depth (tu_quick):
+# the same code paths on fewer tokens. MIMIR_TEST_DEPTH=full overrides.
 test-sanitize: deps
 	@$(MAKE) --no-print-directory BUILD=$(BUILD)/san SAN=1 build-all
-	@$(MAKE) --no-print-directory BUILD=$(BUILD)/san SAN=1 test-run
+	@MIMIR_TEST_DEPTH=$${MIMIR_TEST_DEPTH:-quick} $(MAKE) --no-print-directory BUILD=$(BUILD)/san SAN=1 test-run
 
 bench: all
 	@for b in $(BENCH_BINS); do echo "== $$b"; MIMIR_BUILD=$(abspath $(BUILD)) MIMIR_SHARED=$(SHARED) $$b || exit 1; done

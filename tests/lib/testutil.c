@@ -33,6 +33,8 @@ const char *tu_build(char *buf, size_t cap, const char *rel)
 	return buf;
 }
 
+bool tu_quick(void) { return strcmp(env_or("MIMIR_TEST_DEPTH", "full"), "quick") == 0; }
+
 const char *tu_tmpdir(char *buf, size_t cap)
 {
 	snprintf(buf, cap, "%s/mimir-test-XXXXXX", env_or("TMPDIR", "/tmp"));

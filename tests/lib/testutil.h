@@ -5,6 +5,7 @@
 #define MIMIR_TESTUTIL_H
 
 #include <check.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -14,6 +15,11 @@ Suite *suite(void);
 const char *tu_shared(char *buf, size_t cap, const char *rel);
 /* "$MIMIR_BUILD/rel" (default ./build), into buf. Returns buf. */
 const char *tu_build(char *buf, size_t cap, const char *rel);
+/* true when MIMIR_TEST_DEPTH=quick: the slow end-to-end suites (secure generation)
+ * then assert their property on fewer prompts and tokens. `make test` runs the full
+ * depth; the sanitizer and second-compiler runs of CI run quick (the arithmetic under
+ * test is the same, only the lengths differ). */
+bool tu_quick(void);
 /* A fresh temporary directory (mkdtemp under $TMPDIR), into buf; removed by tu_rmrf. */
 const char *tu_tmpdir(char *buf, size_t cap);
 void tu_rmrf(const char *dir);
