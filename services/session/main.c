@@ -28,6 +28,7 @@ struct session_settings session_settings = {
 	.sweep_interval_s = 30,
 	.key_default_ttl_s = 0,
 	.key_max_ttl_s = REG_TTL_MAX_S,
+	.dealer_timeout_ms = 5000,
 };
 
 static const struct jspec_field config_spec[] = {
@@ -43,6 +44,12 @@ static const struct jspec_field config_spec[] = {
 	JSPEC_I64("sessions.max_ttl_s", false, 1, REG_TTL_MAX_S, &session_settings.session_max_ttl_s),
 	JSPEC_I64("sessions.fixed_point_bits", false, 8, 32, &session_settings.session_fixed_point_bits),
 	JSPEC_I64("sessions.sweep_interval_s", false, 0, 86400, &session_settings.sweep_interval_s),
+	JSPEC_STR("dealer.url", false, 1, 1024, &session_settings.dealer_url),
+	JSPEC_STR("dealer.ca", false, 1, 4096, &session_settings.dealer_ca),
+	JSPEC_STR("dealer.cert", false, 1, 4096, &session_settings.dealer_cert),
+	JSPEC_STR("dealer.key", false, 1, 4096, &session_settings.dealer_key),
+	JSPEC_STR("dealer.pin", false, 64, 64, &session_settings.dealer_pin),
+	JSPEC_I64("dealer.timeout_ms", false, 100, 600000, &session_settings.dealer_timeout_ms),
 	JSPEC_END_F,
 };
 
@@ -140,6 +147,8 @@ static void fini(void *ctx)
 	struct session_ctx *c = ctx;
 	if (!c)
 		return;
+	session_prov_stop(c->prov);
+	c->prov = NULL;
 	if (c->sweeper_running) {
 		pthread_mutex_lock(&c->stop_mu);
 		c->stop = true;
@@ -212,6 +221,10 @@ static int init(void **out, struct metrics *m)
 				      "API key verifications by verdict",
 				      (const char *const[]){"verdict", NULL});
 	refresh_gauges(c);
+	if ((rc = session_prov_start(c, m, &c->prov)) != 0) {
+		fini(c);
+		return rc;
+	}
 	if (pthread_create(&c->sweeper, NULL, sweeper, c) != 0) {
 		LOG_ERROR("session.sweeper_failed");
 		fini(c);

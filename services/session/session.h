@@ -41,6 +41,9 @@ struct session_settings {
 	int64_t sweep_interval_s;
 	int64_t key_default_ttl_s;
 	int64_t key_max_ttl_s;
+	/* The dealer the provisioner tells about sessions (provision.c); NULL: none. */
+	const char *dealer_url, *dealer_ca, *dealer_cert, *dealer_key, *dealer_pin;
+	int64_t dealer_timeout_ms;
 };
 
 extern struct session_settings session_settings;
@@ -59,10 +62,23 @@ struct session_ctx {
 	bool stop;
 	pthread_mutex_t stop_mu;
 	pthread_cond_t stop_cv;
+	struct session_prov *prov; /* NULL without a dealer */
 	struct metric *m_sessions;
 	struct metric_series *m_audit_head;
 	struct metric *m_verify;
 };
+
+/* ---- the provisioner (provision.c) ---- */
+
+struct metrics;
+struct session_prov;
+/* Starts the thread that posts CREATED sessions to the dealer and deletes closed ones
+ * there; *out stays NULL (and 0 is returned) when dealer.url is not set. ERR_CONFIG
+ * for an incomplete dealer configuration (logged). */
+int session_prov_start(struct session_ctx *c, struct metrics *m, struct session_prov **out);
+/* Wakes it now (a session was created or closed). NULL: no-op. */
+void session_prov_kick(struct session_prov *p);
+void session_prov_stop(struct session_prov *p); /* accepts NULL */
 
 /* ---- helpers (util.c) ---- */
 

@@ -69,6 +69,7 @@ int session_session_create(struct http_req *r, void *ctx)
 		char loc[64];
 		snprintf(loc, sizeof loc, "/v1/sessions/%s", out->id);
 		http_reply_header(r, "Location", loc);
+		session_prov_kick(c->prov);
 		rc = reply_detail(r, c, 201, out->id);
 	} else {
 		session_fail(r, rc);
@@ -147,6 +148,8 @@ static int transition(struct http_req *r, struct session_ctx *c, int expect, enu
 	free(s);
 	if (rc != 0)
 		return session_fail(r, rc);
+	if (reg_state_terminal((enum reg_state)to))
+		session_prov_kick(c->prov); /* the dealer can forget it now */
 	return reply_detail(r, c, 200, id);
 }
 
