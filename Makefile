@@ -119,6 +119,7 @@ test-sanitize: deps
 
 bench: all
 	@for b in $(BENCH_BINS); do echo "== $$b"; MIMIR_BUILD=$(abspath $(BUILD)) MIMIR_SHARED=$(SHARED) $$b || exit 1; done
+	@for b in $(sort $(wildcard bench/*.sh)); do echo "== $$b"; MIMIR_BUILD=$(abspath $(BUILD)) MIMIR_SHARED=$(SHARED) bash $$b || exit 1; done
 
 demo: all
 	@MIMIR_BUILD=$(abspath $(BUILD)) MIMIR_SHARED=$(SHARED) bash scripts/demo.sh
