@@ -7,7 +7,6 @@
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,13 +14,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "err/err.h"
 #include "model/model.h"
 #include "model/sampler.h"
 #include "model/tok.h"
 
 #define PROG "mimir-ref"
-#define EXIT_USAGE 2
+#define EXIT_USAGE CLI_EXIT_USAGE
+#define bad(...) cli_usage_error(PROG, __VA_ARGS__)
 
 struct opts {
 	char model[4096];
@@ -55,53 +56,6 @@ static void usage(FILE *f)
 		"  -h, --help          this text\n"
 		"\n"
 		"exit status: 0 ok, 1 runtime error, 2 usage error\n");
-}
-
-static int bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int bad(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fprintf(stderr, PROG ": ");
-	vfprintf(stderr, fmt, ap);
-	fprintf(stderr, "\n(see " PROG " --help)\n");
-	va_end(ap);
-	return EXIT_USAGE;
-}
-
-static bool parse_long(const char *s, long lo, long hi, long *out)
-{
-	char *end;
-	errno = 0;
-	long v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < lo || v > hi)
-		return false;
-	*out = v;
-	return true;
-}
-
-static bool parse_float(const char *s, float lo, float hi, float *out)
-{
-	char *end;
-	errno = 0;
-	float v = strtof(s, &end);
-	if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
-		return false;
-	*out = v;
-	return true;
-}
-
-static bool parse_u64(const char *s, uint64_t *out)
-{
-	char *end;
-	errno = 0;
-	if (*s == '-' || *s == '+')
-		return false;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || end == s || *end)
-		return false;
-	*out = v;
-	return true;
 }
 
 /* Returns -1 to go on, otherwise the exit status. */
@@ -146,26 +100,26 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		}
 		case O_PROMPT: o->prompt = a; break;
 		case O_TOKENS:
-			if (!parse_long(a, 0, MODEL_MAX_SEQ, &o->tokens))
+			if (!cli_parse_long(a, 0, MODEL_MAX_SEQ, &o->tokens))
 				return bad("--tokens %s: expected an integer in 0..%d", a,
 					   MODEL_MAX_SEQ);
 			break;
 		case O_TEMP:
-			if (!parse_float(a, 0.0f, 1e6f, &o->sp.temperature))
+			if (!cli_parse_float(a, 0.0f, 1e6f, &o->sp.temperature))
 				return bad("--temperature %s: expected a number >= 0", a);
 			break;
 		case O_TOPP:
-			if (!parse_float(a, 0.0f, 1.0f, &o->sp.top_p))
+			if (!cli_parse_float(a, 0.0f, 1.0f, &o->sp.top_p))
 				return bad("--top-p %s: expected a number in [0, 1]", a);
 			break;
 		case O_TOPK:
-			if (!parse_long(a, 0, MODEL_MAX_VOCAB, &v))
+			if (!cli_parse_long(a, 0, MODEL_MAX_VOCAB, &v))
 				return bad("--top-k %s: expected an integer in 0..%d", a,
 					   MODEL_MAX_VOCAB);
 			o->sp.top_k = (int)v;
 			break;
 		case O_SEED:
-			if (!parse_u64(a, &o->sp.seed))
+			if (!cli_parse_u64(a, &o->sp.seed))
 				return bad("--seed %s: expected an unsigned 64-bit integer", a);
 			break;
 		case O_IDS: o->ids = true; break;
@@ -180,25 +134,6 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	if (o->tokens < 0)
 		return bad("--tokens is required");
 	return -1;
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* Prints a piece the way run.c's safe_printf does: a lone ASCII control byte (other than
- * whitespace) is dropped so a model cannot drive the terminal. */
-static void print_piece(const char *p, size_t len)
-{
-	if (len == 1) {
-		unsigned char b = (unsigned char)p[0];
-		if ((b < 0x20 && b != '\t' && b != '\n' && b != '\r') || b == 0x7f)
-			return;
-	}
-	fwrite(p, 1, len, stdout);
 }
 
 int main(int argc, char **argv)
@@ -260,7 +195,7 @@ int main(int argc, char **argv)
 	/* Feed the prompt, then sample: position pos holds ids[pos] for pos < np. */
 	long made = 0;
 	int token = ids[0], passes = 0;
-	double t0 = now_s();
+	double t0 = cli_now_s();
 	for (int pos = 0; made < o.tokens; pos++) {
 		const float *logits;
 		if ((rc = model_forward(st, token, pos, &logits)) != 0) {
@@ -281,13 +216,13 @@ int main(int argc, char **argv)
 			const char *p;
 			size_t l;
 			tok_decode(t, token, next, &p, &l);
-			print_piece(p, l);
+			cli_print_piece(stdout, p, l);
 			if (live)
 				fflush(stdout);
 		}
 		token = next;
 	}
-	double dt = now_s() - t0;
+	double dt = cli_now_s() - t0;
 	if (o.ids)
 		for (long i = 0; i < made; i++)
 			printf("%s%d", i ? " " : "", out[i]);

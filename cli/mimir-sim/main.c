@@ -12,7 +12,6 @@
 #include <getopt.h>
 #include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "err/err.h"
 #include "model/model.h"
 #include "model/sampler.h"
@@ -28,7 +28,8 @@
 #include "smodel/smodel.h"
 
 #define PROG "mimir-sim"
-#define EXIT_USAGE 2
+#define EXIT_USAGE CLI_EXIT_USAGE
+#define bad(...) cli_usage_error(PROG, __VA_ARGS__)
 
 struct opts {
 	char model[4096];
@@ -71,53 +72,6 @@ static void usage(FILE *f)
 		"\n"
 		"exit status: 0 ok, 1 runtime error, 2 usage error\n",
 		MPC_MAX_PARTIES, RING_FXP_MIN_F, RING_FXP_MAX_F, RING_FXP_DEFAULT_F);
-}
-
-static int bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int bad(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fprintf(stderr, PROG ": ");
-	vfprintf(stderr, fmt, ap);
-	fprintf(stderr, "\n(see " PROG " --help)\n");
-	va_end(ap);
-	return EXIT_USAGE;
-}
-
-static bool parse_long(const char *s, long lo, long hi, long *out)
-{
-	char *end;
-	errno = 0;
-	long v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < lo || v > hi)
-		return false;
-	*out = v;
-	return true;
-}
-
-static bool parse_float(const char *s, float lo, float hi, float *out)
-{
-	char *end;
-	errno = 0;
-	float v = strtof(s, &end);
-	if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
-		return false;
-	*out = v;
-	return true;
-}
-
-static bool parse_u64(const char *s, uint64_t *out)
-{
-	char *end;
-	errno = 0;
-	if (*s == '-' || *s == '+')
-		return false;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || end == s || *end)
-		return false;
-	*out = v;
-	return true;
 }
 
 /* Returns -1 to go on, otherwise the exit status. */
@@ -170,44 +124,44 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		}
 		case O_PROMPT: o->prompt = a; break;
 		case O_TOKENS:
-			if (!parse_long(a, 0, MODEL_MAX_SEQ, &o->tokens))
+			if (!cli_parse_long(a, 0, MODEL_MAX_SEQ, &o->tokens))
 				return bad("--tokens %s: expected an integer in 0..%d", a,
 					   MODEL_MAX_SEQ);
 			break;
 		case O_TEMP:
-			if (!parse_float(a, 0.0f, 1e6f, &o->sp.temperature) ||
+			if (!cli_parse_float(a, 0.0f, 1e6f, &o->sp.temperature) ||
 			    (o->sp.temperature > 0.0f && o->sp.temperature < 1e-3f))
 				return bad("--temperature %s: expected 0 or a number in "
 					   "0.001..1000000",
 					   a);
 			break;
 		case O_TOPP:
-			if (!parse_float(a, 0.0f, 1.0f, &o->sp.top_p))
+			if (!cli_parse_float(a, 0.0f, 1.0f, &o->sp.top_p))
 				return bad("--top-p %s: expected a number in [0, 1]", a);
 			break;
 		case O_TOPK:
-			if (!parse_long(a, 0, MODEL_MAX_VOCAB, &v))
+			if (!cli_parse_long(a, 0, MODEL_MAX_VOCAB, &v))
 				return bad("--top-k %s: expected an integer in 0..%d", a,
 					   MODEL_MAX_VOCAB);
 			o->sp.top_k = (int)v;
 			break;
 		case O_SEED:
-			if (!parse_u64(a, &o->sp.seed))
+			if (!cli_parse_u64(a, &o->sp.seed))
 				return bad("--seed %s: expected an unsigned 64-bit integer", a);
 			break;
 		case O_IDS: o->ids = true; break;
 		case O_PARTIES:
-			if (!parse_long(a, 2, MPC_MAX_PARTIES, &o->parties))
+			if (!cli_parse_long(a, 2, MPC_MAX_PARTIES, &o->parties))
 				return bad("--parties %s: expected an integer in 2..%d", a,
 					   MPC_MAX_PARTIES);
 			break;
 		case O_PAD:
-			if (!parse_long(a, 0, MODEL_MAX_SEQ, &o->pad))
+			if (!cli_parse_long(a, 0, MODEL_MAX_SEQ, &o->pad))
 				return bad("--pad %s: expected an integer in 0..%d", a,
 					   MODEL_MAX_SEQ);
 			break;
 		case O_FRAC:
-			if (!parse_long(a, RING_FXP_MIN_F, RING_FXP_MAX_F, &o->frac_bits))
+			if (!cli_parse_long(a, RING_FXP_MIN_F, RING_FXP_MAX_F, &o->frac_bits))
 				return bad("--frac-bits %s: expected an integer in %d..%d", a,
 					   RING_FXP_MIN_F, RING_FXP_MAX_F);
 			break;
@@ -222,24 +176,6 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	if (o->tokens < 0)
 		return bad("--tokens is required");
 	return -1;
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* As mimir-ref: a lone ASCII control byte (other than whitespace) is not printed. */
-static void print_piece(const char *p, size_t len)
-{
-	if (len == 1) {
-		unsigned char b = (unsigned char)p[0];
-		if ((b < 0x20 && b != '\t' && b != '\n' && b != '\r') || b == 0x7f)
-			return;
-	}
-	fwrite(p, 1, len, stdout);
 }
 
 /* What the run shares between the party threads. */
@@ -309,7 +245,7 @@ static void *party_main(void *arg)
 	struct smodel_gen *g = NULL;
 	struct sampler_rng rng;
 	int rc, prev;
-	double t0 = now_s(), t1, t2;
+	double t0 = cli_now_s(), t1, t2;
 	const bool lead = pp->id == 0;
 
 	sampler_rng_seed(&rng, o->sp.seed);
@@ -328,7 +264,7 @@ static void *party_main(void *arg)
 	if ((rc = smodel_gen_new(sm, &go, &g)) != 0)
 		goto out;
 	mpc_get_stats(pp->mpc, &pp->st_setup);
-	t1 = now_s();
+	t1 = cli_now_s();
 	if (o->tokens > 0 &&
 	    (rc = smodel_gen_prompt(g, 0, lead ? r->ids : NULL, lead ? r->np : 0, r->slots,
 				    o->pad > 0)) != 0)
@@ -346,7 +282,7 @@ static void *party_main(void *arg)
 			goto out;
 		if (made == 0) {
 			mpc_get_stats(pp->mpc, &pp->st_prompt);
-			t2 = now_s();
+			t2 = cli_now_s();
 		}
 		if (board(r, lead, made, tok == TOK_BOS))
 			break;
@@ -356,7 +292,7 @@ static void *party_main(void *arg)
 				const char *piece;
 				size_t l;
 				tok_decode(r->t, prev, tok, &piece, &l);
-				print_piece(piece, l);
+				cli_print_piece(stdout, piece, l);
 				if (r->live)
 					fflush(stdout);
 			}
@@ -365,13 +301,13 @@ static void *party_main(void *arg)
 	}
 	if (o->tokens == 0) {
 		mpc_get_stats(pp->mpc, &pp->st_prompt);
-		t2 = now_s();
+		t2 = cli_now_s();
 	}
 	mpc_get_stats(pp->mpc, &pp->st_end);
 	if (lead) {
 		r->t_setup = t1 - t0;
 		r->t_prompt = t2 - t1;
-		r->t_gen = now_s() - t2;
+		r->t_gen = cli_now_s() - t2;
 	}
 	rc = 0;
 out:
