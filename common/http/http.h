@@ -10,9 +10,11 @@
  * TLS is mandatory mutual TLS: libmicrohttpd's GnuTLS engine does the handshake and
  * refuses, inside the handshake, a client with no certificate or one that does not
  * chain to the Mimir CA (or is expired, or lacks clientAuth). The one exception is a
- * server configured with client_cert_optional (see below). The verified peer
- * certificate is then read with OpenSSL into a struct ident (role, names, measurement)
- * that handlers see through http_req_peer().
+ * server configured with client_cert_optional (see below). A server given a peer
+ * verifier (common/attestpeer: tls.crl, tls.mode) also refuses there a revoked
+ * certificate and, in production mode, one that is not an attested identity. The
+ * verified peer certificate is read with OpenSSL into a struct ident (role, names,
+ * measurement) that handlers see through http_req_peer().
  *
  * Every server also answers GET /healthz, /readyz and /metrics, logs one line per
  * request, counts requests and durations, and on http_server_shutdown() stops
@@ -28,7 +30,9 @@
 #include "ident/ident.h"
 #include "jspec/jspec.h"
 
+struct attestpeer;
 struct metrics;
+struct sockaddr;
 struct http_server;
 struct http_req;    /* one request; valid from handler entry until its reply is sent */
 struct http_stream; /* a streamed response body (server-sent events and the like) */
@@ -78,6 +82,11 @@ struct http_server_config {
 	 * inside the handshake exactly as in the default mode. For the one service that
 	 * must serve peers before they have a certificate (attest). */
 	bool client_cert_optional;
+	/* TLS only. NULL: the chain decides alone. Else the server takes a reference and
+	 * applies it in the handshake (CRLs of tls.crl, the production rule of tls.mode);
+	 * a CRL reloaded later applies to open connections from their next request on
+	 * (403 problem+json, then the connection closes). */
+	struct attestpeer *peers;
 };
 
 /* Creates and starts the server. routes is borrowed (usually a static table) and must
@@ -113,6 +122,9 @@ const char *http_req_header(const struct http_req *r, const char *name);
 const void *http_req_body(const struct http_req *r, size_t *len);
 /* Verified TLS peer, NULL on plain HTTP. */
 const struct ident *http_req_peer(const struct http_req *r);
+/* The client's address (struct sockaddr_in or sockaddr_in6), for per-address limits;
+ * NULL when unknown. Valid until the reply is sent. */
+const struct sockaddr *http_req_remote_addr(const struct http_req *r);
 /* The request id: the caller's X-Request-Id when well formed, else a fresh one. It is
  * in every log line of the handler's thread and in the X-Request-Id response header. */
 const char *http_req_id(const struct http_req *r);

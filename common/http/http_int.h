@@ -7,6 +7,7 @@
 
 #include "http/http.h"
 
+struct attestpeer;
 struct metric;
 struct metric_series;
 
@@ -22,6 +23,7 @@ struct http_server {
 	struct metric_series *m_tls_refused_s, *m_inflight_s, *m_streams_s, *m_stream_drops_s;
 	bool tls;
 	char *cert_pem, *key_pem, *ca_pem;
+	struct attestpeer *peers; /* a reference, or NULL: chain verification only */
 	pthread_mutex_t mu; /* guards inflight, nstreams and the stream list */
 	pthread_cond_t cv;
 	unsigned inflight;

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "attestpeer/attestpeer.h"
 #include "buf/buf.h"
 #include "err/err.h"
 #include "http/http.h"
@@ -55,8 +56,10 @@ struct http_req {
 };
 
 /* Per connection: the handshake's verdict on the client certificate and the peer
- * identity, parsed once after the handshake. */
+ * identity, parsed once (in the handshake when the server has a peer verifier, else
+ * at the first request). */
 struct conn_ctx {
+	struct http_server *srv;
 	bool hello;          /* a ClientHello arrived (else: a bare TCP probe) */
 	bool optional;       /* the server lets clients without a certificate in */
 	bool anonymous;      /* ... and this one presented none */
@@ -66,6 +69,11 @@ struct conn_ctx {
 	int rc;
 	unsigned requests;
 	struct ident peer;
+	/* With a peer verifier (tls.crl, tls.mode): the CRL generation the certificate was
+	 * last checked against, and the refusal, for the log line and the reply. */
+	uint64_t crl_gen;
+	const char *rule;    /* the verdict's reason when refused, else NULL */
+	char why[256];
 };
 
 static const gnutls_typed_vdata_st client_purpose = {
@@ -140,14 +148,47 @@ static gnutls_session_t tls_session(struct MHD_Connection *c)
 	return ci ? (gnutls_session_t)ci->tls_session : NULL;
 }
 
+/* The peer verifier's decision (revocation, production rule) on the connection's
+ * certificate; fills cc's identity when accepted. In development mode a certificate
+ * ident cannot read is left to the first request (401), as without a verifier. */
+static int check_peer(struct http_server *s, gnutls_session_t ts, struct conn_ctx *cc)
+{
+	unsigned n = 0;
+	const gnutls_datum_t *certs = gnutls_certificate_get_peers(ts, &n);
+	struct attestpeer_verdict v;
+	cc->crl_gen = attestpeer_poll(s->peers);
+	int rc = certs && n ? attestpeer_check_der(s->peers, certs[0].data, certs[0].size, &cc->peer, &v)
+			    : ERR_UNAUTHENTICATED;
+	if (rc == 0) {
+		cc->loaded = true;
+		cc->rc = 0;
+		if (v.simulated)
+			LOG_WARN("tls.simulated_peer", LOG_S("cn", cc->peer.cn),
+				 LOG_S("role", ident_role_name(cc->peer.role)),
+				 LOG_S("detail", "peer accepted on simulated attestation (tls.allow_simulated): "
+						 "development only, never with real shares"));
+		return 0;
+	}
+	if (rc == ERR_PARSE && attestpeer_mode(s->peers) == ATTESTPEER_DEVELOPMENT)
+		return 0;
+	cc->loaded = true;
+	cc->rc = rc == ERR_PARSE ? ERR_UNAUTHENTICATED : ERR_FORBIDDEN;
+	cc->rule = rc == ERR_UNAUTHENTICATED ? "unreadable" : v.reason;
+	snprintf(cc->why, sizeof cc->why, "%s", rc == ERR_UNAUTHENTICATED ? "no certificate" : v.detail);
+	return rc;
+}
+
 /* Runs inside the handshake once the client's certificate chain has arrived: chain to
- * the Mimir CA, validity period, clientAuth purpose. A non-zero return aborts the
- * handshake; the verdict is kept for the log line written when the connection ends. */
+ * the Mimir CA, validity period, clientAuth purpose, then the peer verifier when the
+ * server has one. A non-zero return aborts the handshake; the verdict is kept for the
+ * log line written when the connection ends. */
 static int verify_client(gnutls_session_t ts)
 {
 	struct conn_ctx *cc = gnutls_session_get_ptr(ts);
 	unsigned status = 0, n = 0;
-	if (cc && cc->optional && (!gnutls_certificate_get_peers(ts, &n) || n == 0)) {
+	if (!cc)
+		return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR; /* no memory to hold a verdict */
+	if (cc->optional && (!gnutls_certificate_get_peers(ts, &n) || n == 0)) {
 		/* No certificate at all: allowed through to the public routes only. One
 		 * that is presented is verified below like everywhere else. */
 		cc->anonymous = true;
@@ -156,11 +197,13 @@ static int verify_client(gnutls_session_t ts)
 	int rc = gnutls_certificate_verify_peers(ts, (gnutls_typed_vdata_st *)&client_purpose, 1, &status);
 	if (rc < 0)
 		status |= GNUTLS_CERT_INVALID;
-	if (cc) {
-		cc->verified = true;
-		cc->vstatus = status;
-	}
-	return status == 0 ? 0 : GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR;
+	cc->verified = true;
+	cc->vstatus = status;
+	if (status != 0)
+		return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR;
+	if (cc->srv->peers && check_peer(cc->srv, ts, cc) != 0)
+		return GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR;
+	return 0;
 }
 
 static int on_client_hello(gnutls_session_t ts, unsigned htype, unsigned when, unsigned incoming,
@@ -181,6 +224,8 @@ static const char *tls_refusal(const struct conn_ctx *cc, char *buf, size_t cap)
 		return NULL;
 	if (!cc->verified)
 		return cc->hello ? "no client certificate presented" : NULL;
+	if (cc->rule)
+		return cc->why;
 	if (cc->vstatus == 0)
 		return NULL;
 	gnutls_datum_t out = {0};
@@ -202,6 +247,8 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx
 	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
 		struct conn_ctx *cc = calloc(1, sizeof *cc);
 		*socket_ctx = cc;
+		if (cc)
+			cc->srv = s;
 		gnutls_session_t ts = s->tls ? tls_session(c) : NULL;
 		if (ts) {
 			/* Refuse inside the handshake: a certificate is required (unless
@@ -226,8 +273,13 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx
 		if (reason) {
 			char peer[64];
 			remote_addr(c, peer, sizeof peer);
+			const char *hint = !cc->rule ? "the client needs a certificate issued by this deployment's CA"
+					   : !strcmp(cc->rule, "revoked")
+						   ? "the certificate is revoked (tls.crl): the peer needs a new one"
+						   : "production mode (tls.mode): the peer needs a certificate from attest, "
+						     "issued after a successful attestation";
 			LOG_WARN("tls.refused", LOG_S("remote", peer), LOG_S("reason", reason),
-				 LOG_S("hint", "the client needs a certificate issued by this deployment's CA"));
+				 LOG_S("check", cc->rule ? cc->rule : "chain"), LOG_S("hint", hint));
 			metric_inc(s->m_tls_refused_s);
 		}
 		sodium_memzero(cc, sizeof *cc);
@@ -237,10 +289,14 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx
 }
 
 /* The verified peer, or NULL: then *anonymous says whether the client presented no
- * certificate at all (possible only with client_cert_optional). */
-static const struct ident *conn_peer(struct http_server *s, struct MHD_Connection *c, bool *anonymous)
+ * certificate at all (possible only with client_cert_optional), and *refusal, when
+ * set, why a certificate that was accepted no longer is (revoked since the handshake:
+ * a reloaded CRL applies to open connections from their next request on). */
+static const struct ident *conn_peer(struct http_server *s, struct MHD_Connection *c, bool *anonymous,
+				     const char **refusal)
 {
 	*anonymous = false;
+	*refusal = NULL;
 	if (!s->tls)
 		return NULL;
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
@@ -261,6 +317,14 @@ static const struct ident *conn_peer(struct http_server *s, struct MHD_Connectio
 		if (certs && n > 0)
 			cc->rc = ident_from_der(certs[0].data, certs[0].size, &cc->peer);
 	}
+	if (cc->rc == 0 && s->peers && attestpeer_poll(s->peers) != cc->crl_gen) {
+		gnutls_session_t ts = tls_session(c);
+		if (ts && check_peer(s, ts, cc) != 0)
+			LOG_WARN("tls.peer_revoked", LOG_S("cn", cc->peer.cn), LOG_S("reason", cc->why),
+				 LOG_S("detail", "a reloaded CRL refuses an open connection's certificate"));
+	}
+	if (cc->rc == ERR_FORBIDDEN)
+		*refusal = cc->why;
 	return cc->rc == 0 ? &cc->peer : NULL;
 }
 
@@ -487,7 +551,13 @@ static void first_call(struct http_server *s, struct http_req *r)
 {
 	char allow[128];
 	bool anonymous;
-	r->peer = conn_peer(s, r->conn, &anonymous);
+	const char *refusal;
+	r->peer = conn_peer(s, r->conn, &anonymous, &refusal);
+	if (refusal) {
+		http_reply_header(r, "Connection", "close");
+		http_reply_problem(r, ERR_FORBIDDEN, refusal, NULL);
+		return;
+	}
 	if (s->tls && !r->peer && !anonymous) {
 		/* The handshake verified the chain, so this is a certificate we cannot
 		 * read (a malformed Mimir extension): refuse rather than guess. */
@@ -713,6 +783,13 @@ int http_server_start(struct http_server **out, const struct http_server_config 
 		       !(s->key_pem = read_pem(cfg->tls_key, &rc)) ||
 		       !(s->ca_pem = read_pem(cfg->tls_ca, &rc))))
 		goto out;
+	if (cfg->peers && !s->tls) {
+		LOG_ERROR("http.config", LOG_S("error", "tls.crl and tls.mode need TLS (tls.enabled)"));
+		rc = ERR_CONFIG;
+		goto out;
+	}
+	s->peers = attestpeer_ref(cfg->peers);
+	s->cfg.peers = NULL; /* s->peers holds the server's reference */
 	if (!s->tls)
 		LOG_WARN("http.plaintext",
 			 LOG_S("warning", "serving plain HTTP without client authentication: development only"));
@@ -757,7 +834,8 @@ int http_server_start(struct http_server **out, const struct http_server_config 
 		goto out;
 	LOG_INFO("http.listening",
 		 LOG_S("bind", cfg->bind ? cfg->bind : "127.0.0.1"), LOG_I("port", s->port),
-		 LOG_B("tls", s->tls), LOG_I("threads", s->cfg.threads));
+		 LOG_B("tls", s->tls), LOG_I("threads", s->cfg.threads),
+		 LOG_S("tls_mode", s->peers ? attestpeer_mode_name(attestpeer_mode(s->peers)) : "development"));
 	*out = s;
 	return 0;
 out:
@@ -829,6 +907,7 @@ void http_server_free(struct http_server *s)
 	sodium_free(s->cert_pem);
 	sodium_free(s->ca_pem);
 	metrics_free(s->own_metrics);
+	attestpeer_free(s->peers);
 	pthread_mutex_destroy(&s->mu);
 	pthread_cond_destroy(&s->cv);
 	free(s);
@@ -860,6 +939,12 @@ int http_signals_wait(void)
 	while (sigwait(&set, &sig) != 0)
 		;
 	return sig;
+}
+
+const struct sockaddr *http_req_remote_addr(const struct http_req *r)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	return ci ? ci->client_addr : NULL;
 }
 
 /* ---- internal accessors for stream.c ---- */

@@ -1,6 +1,11 @@
 /* httpc: libcurl easy handle per client (its connection cache gives persistent
- * connections), OpenSSL hooks for the Mimir-only trust store and the server role check,
- * bounded response buffers, and the retry policy. */
+ * connections), OpenSSL hooks for the Mimir-only trust store and the server checks
+ * (role, pin, the peer verifier's CRLs and production rule), bounded response buffers,
+ * and the retry policy. Revocation is checked by the peer verifier in the verify
+ * callback rather than with CURLOPT_CRLFILE: curl reads only PEM CRLs there, into the
+ * store the SSL_CTX hook replaces, and OpenSSL's own CRL check would refuse every
+ * server once a CRL is past its nextUpdate, where the server side (GnuTLS) keeps
+ * honouring it; one implementation on both ends decides alike. */
 #include "httpc/httpc.h"
 
 #include <curl/curl.h>
@@ -15,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "attestpeer/attestpeer.h"
 #include "buf/buf.h"
 #include "err/err.h"
 #include "log/log.h"
@@ -25,6 +31,8 @@ struct httpc {
 	bool pin;
 	uint8_t fingerprint[32];
 	char *base_url, *ca_file, *cert_file, *key_file;
+	struct attestpeer *peers; /* a reference, or NULL */
+	uint64_t crl_gen;         /* the verifier's generation at the last request */
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
@@ -49,6 +57,9 @@ int httpc_new(struct httpc **out, const struct httpc_opts *o)
 		return ERR_NOMEM;
 	c->o = *o;
 	c->o.expect_fingerprint = NULL;
+	c->peers = o->peers ? attestpeer_ref(o->peers) : attestpeer_default();
+	c->o.peers = NULL; /* c->peers holds the reference */
+	c->crl_gen = attestpeer_poll(c->peers);
 	if (o->expect_fingerprint) {
 		c->pin = true;
 		memcpy(c->fingerprint, o->expect_fingerprint, sizeof c->fingerprint);
@@ -84,6 +95,7 @@ void httpc_free(struct httpc *c)
 		return;
 	if (c->curl)
 		curl_easy_cleanup(c->curl);
+	attestpeer_free(c->peers);
 	free(c->base_url);
 	free(c->ca_file);
 	free(c->cert_file);
@@ -104,16 +116,51 @@ void httpc_resp_free(struct httpc_resp *r)
 
 /* ---- TLS hooks ---- */
 
+/* The peer verifier on the server's certificate: false when refused (the store's
+ * error is set), else *prc is what ident made of the certificate (0, or in development
+ * mode its parse error, left to the role check). */
+static bool verify_peers(const struct httpc *c, X509_STORE_CTX *st, struct ident *id, int *prc)
+{
+	struct attestpeer_verdict v;
+	int rc = attestpeer_check_x509(c->peers, X509_STORE_CTX_get_current_cert(st), id, &v);
+	*prc = rc;
+	if (rc == 0) {
+		if (v.simulated)
+			LOG_WARN("httpc.simulated_peer", LOG_S("url", c->base_url), LOG_S("cn", id->cn),
+				 LOG_S("role", ident_role_name(id->role)),
+				 LOG_S("detail", "server accepted on simulated attestation (tls.allow_simulated): "
+						 "development only, never with real shares"));
+		return true;
+	}
+	if (rc == ERR_PARSE && attestpeer_mode(c->peers) == ATTESTPEER_DEVELOPMENT)
+		return true;
+	LOG_WARN("httpc.peer_refused", LOG_S("url", c->base_url), LOG_S("check", v.reason),
+		 LOG_S("reason", v.detail),
+		 LOG_S("hint", !strcmp(v.reason, "revoked") ? "the server's certificate is revoked (tls.crl)"
+							    : "production mode (tls.mode): the server needs a "
+							      "certificate from attest after a successful attestation"));
+	X509_STORE_CTX_set_error(st, X509_V_ERR_APPLICATION_VERIFICATION);
+	return false;
+}
+
 static int verify_role(int ok, X509_STORE_CTX *st)
 {
 	if (!ok || X509_STORE_CTX_get_error_depth(st) != 0)
 		return ok;
 	SSL *ssl = X509_STORE_CTX_get_ex_data(st, SSL_get_ex_data_X509_STORE_CTX_idx());
 	const struct httpc *c = ssl ? SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ssl_ctx_idx) : NULL;
-	if (!c || (c->o.expect_role == IDENT_ROLE_NONE && !c->pin))
+	if (!c || (c->o.expect_role == IDENT_ROLE_NONE && !c->pin && !c->peers))
 		return ok;
 	struct ident id;
-	int prc = ident_from_x509(X509_STORE_CTX_get_current_cert(st), &id);
+	int prc;
+	if (c->peers) {
+		if (!verify_peers(c, st, &id, &prc))
+			return 0;
+		if (c->o.expect_role == IDENT_ROLE_NONE && !c->pin)
+			return ok;
+	} else {
+		prc = ident_from_x509(X509_STORE_CTX_get_current_cert(st), &id);
+	}
 	if (prc == 0 && c->pin && sodium_memcmp(id.fingerprint, c->fingerprint, sizeof c->fingerprint) != 0) {
 		LOG_WARN("httpc.wrong_peer", LOG_S("url", c->base_url),
 			 LOG_S("error", "the server's certificate is not the one pinned for this peer"));
@@ -241,6 +288,16 @@ static int xfer_setup(struct httpc *c, const char *method, const char *path,
 		curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
 		curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_hook);
 		curl_easy_setopt(h, CURLOPT_SSL_CTX_DATA, c);
+	}
+	if (c->peers) {
+		/* A resumed TLS session would skip the verifier; after a CRL reload, a
+		 * kept connection would too. */
+		curl_easy_setopt(h, CURLOPT_SSL_SESSIONID_CACHE, 0L);
+		uint64_t gen = attestpeer_poll(c->peers);
+		if (gen != c->crl_gen) {
+			curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, 1L);
+			c->crl_gen = gen;
+		}
 	}
 	if (c->cert_file) {
 		curl_easy_setopt(h, CURLOPT_SSLCERT, c->cert_file);

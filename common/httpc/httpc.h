@@ -4,7 +4,11 @@
  * (TLS session and TCP connection reused). With TLS it presents a client certificate
  * and verifies the server against the Mimir CA only (never the system store); it can
  * also require the server's certificate to carry a given Mimir role, checked inside the
- * handshake so nothing is sent to an impostor. Idempotent requests are retried with
+ * handshake so nothing is sent to an impostor. A peer verifier (common/attestpeer, by
+ * default the process's, which svc_main sets from tls.crl and tls.mode) refuses there
+ * a revoked server certificate and, in production mode, one that is no attested
+ * identity; after the verifier reloads its CRLs the next request opens a new
+ * connection, so an open one to a revoked server is not reused. Idempotent requests are retried with
  * exponential backoff and jitter on transport errors and 502/503/504; a POST is retried
  * only when the connection could not be made (so it was certainly not sent).
  *
@@ -19,6 +23,7 @@
 
 #include "ident/ident.h"
 
+struct attestpeer;
 struct httpc;
 
 struct httpc_opts {
@@ -35,6 +40,10 @@ struct httpc_opts {
 	long backoff_ms;             /* first backoff, doubled each retry, default 100 */
 	size_t max_response;         /* bytes, default 16 MiB */
 	bool wipe_responses;         /* responses carry secrets: wipe every copy (growth, free) */
+	/* TLS with ca_file: the peer verifier applied to the server's certificate (a
+	 * reference is taken), or NULL: the process default (attestpeer_default()), if
+	 * any. */
+	struct attestpeer *peers;
 };
 
 struct httpc_resp {

@@ -3,11 +3,13 @@
 #include "svc/svc.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "attestpeer/attestpeer.h"
 #include "config/config.h"
 #include "err/err.h"
 #include "log/log.h"
@@ -18,11 +20,15 @@ struct svc_settings {
 	int64_t port, threads, max_body, idle_timeout_s, drain_timeout_ms, max_connections;
 	bool tls_enabled;
 	const char *tls_cert, *tls_key, *tls_ca;
+	const char *tls_crl, *tls_attest_ca;
+	int tls_mode; /* enum attestpeer_mode, by its name */
+	bool tls_allow_simulated;
 	int log_level;
 	bool log_json;
 };
 
 static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
+static const char *const mode_names[] = {"development", "production", NULL};
 
 static void usage(FILE *f, const struct svc_def *d)
 {
@@ -36,7 +42,9 @@ static void usage(FILE *f, const struct svc_def *d)
 		"  --help, --version\n\n"
 		"common keys: http.bind http.port http.threads http.max_body http.idle_timeout_s\n"
 		"  http.drain_timeout_ms http.max_connections tls.enabled tls.cert tls.key tls.ca\n"
-		"  log.level (debug|info|warn|error) log.json\n",
+		"  tls.crl tls.mode (development|production) tls.attest_ca tls.allow_simulated\n"
+		"  log.level (debug|info|warn|error) log.json\n"
+		"signals: SIGTERM/SIGINT stop gracefully; SIGHUP reads tls.crl again\n",
 		d->name, d->summary ? d->summary : "", d->name);
 	if (d->config_spec) {
 		fprintf(f, "service keys:");
@@ -69,6 +77,7 @@ int svc_main(int argc, char **argv, const struct svc_def *def)
 	struct jspec_field *spec = NULL;
 	struct metrics *metrics = NULL;
 	struct http_server *srv = NULL;
+	struct attestpeer *peers = NULL;
 	void *ctx = NULL;
 	bool inited = false;
 
@@ -110,6 +119,10 @@ int svc_main(int argc, char **argv, const struct svc_def *def)
 		JSPEC_STR("tls.cert", false, 1, 4096, &st.tls_cert),
 		JSPEC_STR("tls.key", false, 1, 4096, &st.tls_key),
 		JSPEC_STR("tls.ca", false, 1, 4096, &st.tls_ca),
+		JSPEC_STR("tls.crl", false, 1, 4096, &st.tls_crl),
+		JSPEC_CHOICE("tls.mode", false, mode_names, &st.tls_mode),
+		JSPEC_STR("tls.attest_ca", false, 1, 4096, &st.tls_attest_ca),
+		JSPEC_BOOLEAN("tls.allow_simulated", false, &st.tls_allow_simulated),
 		JSPEC_CHOICE("log.level", false, level_names, &st.log_level),
 		JSPEC_BOOLEAN("log.json", false, &st.log_json),
 	};
@@ -132,18 +145,46 @@ int svc_main(int argc, char **argv, const struct svc_def *def)
 		snprintf(e.detail, sizeof e.detail, "%s: required when tls.enabled is true "
 			 "(set it, or set tls.enabled to false for local development)", e.field);
 	}
+	if (rc == 0 && !st.tls_enabled && (st.tls_crl || st.tls_mode == ATTESTPEER_PRODUCTION)) {
+		rc = ERR_INVALID;
+		snprintf(e.field, sizeof e.field, "%s", st.tls_crl ? "tls.crl" : "tls.mode");
+		snprintf(e.detail, sizeof e.detail, "%s: needs tls.enabled (revocation and production "
+			 "mode are checks on TLS peers)", e.field);
+	}
+	if (rc == 0 && st.tls_mode == ATTESTPEER_PRODUCTION && !st.tls_attest_ca) {
+		rc = ERR_MISSING;
+		snprintf(e.field, sizeof e.field, "tls.attest_ca");
+		snprintf(e.detail, sizeof e.detail, "tls.attest_ca: required when tls.mode is production "
+			 "(the attestation CA's certificate: only it may sign attested identities)");
+	}
 	if (rc != 0) {
 		fprintf(stderr, "mimir-%s: configuration error: %s\n", def->name, e.detail);
 		code = 2;
 		goto out;
+	}
+	log_set_level((enum log_level)st.log_level);
+	log_set_json(st.log_json);
+	if (st.tls_enabled && (st.tls_crl || st.tls_mode == ATTESTPEER_PRODUCTION)) {
+		/* One verifier for the server and every outgoing client of the process. */
+		const struct attestpeer_config pc = {
+			.mode = (enum attestpeer_mode)st.tls_mode,
+			.allow_simulated = st.tls_allow_simulated,
+			.ca_file = st.tls_ca,
+			.attest_ca_file = st.tls_attest_ca,
+			.crl_file = st.tls_crl,
+		};
+		char why[512];
+		if (attestpeer_new(&peers, &pc, why, sizeof why) != 0) {
+			fprintf(stderr, "mimir-%s: configuration error: %s\n", def->name, why);
+			code = 2;
+			goto out;
+		}
 	}
 	if (check_only) {
 		printf("mimir-%s: configuration ok\n", def->name);
 		code = 0;
 		goto out;
 	}
-	log_set_level((enum log_level)st.log_level);
-	log_set_json(st.log_json);
 	if (log_enabled(LOG_LEVEL_DEBUG))
 		config_log_effective(cfg, spec); /* where every setting came from */
 
@@ -151,6 +192,16 @@ int svc_main(int argc, char **argv, const struct svc_def *def)
 	http_signals_block();
 	if (!(metrics = metrics_new()) || metrics_add_process(metrics) != 0)
 		goto out;
+	if (st.tls_enabled && st.tls_mode == ATTESTPEER_DEVELOPMENT)
+		LOG_WARN("tls.development_mode",
+			 LOG_S("detail", "peers are accepted on their chain to tls.ca alone, attested or not"),
+			 LOG_S("hint", "deployments set tls.mode to production (docs/PKI.md)"));
+	else if (st.tls_enabled && st.tls_allow_simulated)
+		LOG_WARN("tls.simulated_allowed",
+			 LOG_S("detail", "production mode with tls.allow_simulated: peers on simulated "
+					 "attestation are accepted (each one logged); development deployments only"));
+	attestpeer_register_metrics(peers, metrics);
+	attestpeer_set_default(peers); /* before init: services make their clients there */
 	if (def->init && (rc = def->init(&ctx, metrics)) != 0) {
 		LOG_ERROR("svc.init_failed", LOG_S("error", err_title(rc)));
 		goto out;
@@ -170,6 +221,7 @@ int svc_main(int argc, char **argv, const struct svc_def *def)
 		.tls_ca = st.tls_enabled ? st.tls_ca : NULL,
 		.ready = def->ready,
 		.client_cert_optional = def->tls_client_cert_optional,
+		.peers = peers,
 	};
 	if ((rc = http_server_start(&srv, &hc, def->routes, ctx, metrics)) != 0)
 		goto out;
@@ -177,7 +229,14 @@ int svc_main(int argc, char **argv, const struct svc_def *def)
 		LOG_ERROR("svc.port_file", LOG_S("path", port_file), LOG_S("error", strerror(errno)));
 		goto out;
 	}
-	int sig = http_signals_wait();
+	int sig;
+	while ((sig = http_signals_wait()) == SIGHUP) {
+		const char *action = "none (no tls.crl)";
+		if (st.tls_enabled && st.tls_crl)
+			action = attestpeer_reload(peers, "signal") == 0 ? "reload tls.crl"
+									 : "reload tls.crl failed: previous CRLs kept";
+		LOG_INFO("svc.signal", LOG_I("signal", sig), LOG_S("action", action));
+	}
 	LOG_INFO("svc.signal", LOG_I("signal", sig), LOG_S("action", "graceful shutdown"));
 	http_server_shutdown(srv);
 	code = 0;
@@ -188,7 +247,9 @@ out:
 	if (inited && def->fini)
 		def->fini(ctx);
 	http_server_free(srv);
-	metrics_free(metrics);
+	attestpeer_set_default(NULL);
+	metrics_free(metrics); /* its callbacks read the verifier */
+	attestpeer_free(peers);
 	config_free(cfg);
 	free(spec);
 	return code;

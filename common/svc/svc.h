@@ -5,11 +5,16 @@
  * --help, --version), loads and validates the configuration (the common keys below plus
  * the service's own, file then MIMIR_<SERVICE>_* environment), sets up logging, blocks
  * the termination signals, starts the HTTP server, writes the bound port to the port
- * file, waits for SIGTERM/SIGINT, then shuts down gracefully and exits 0.
+ * file, waits for SIGTERM/SIGINT, then shuts down gracefully and exits 0. SIGHUP reads
+ * tls.crl again and the service goes on.
  *
  * Common keys: http.bind, http.port, http.threads, http.max_body, http.idle_timeout_s,
  * http.drain_timeout_ms, http.max_connections, tls.enabled, tls.cert, tls.key, tls.ca,
- * log.level, log.json. */
+ * tls.crl, tls.mode, tls.attest_ca, tls.allow_simulated, log.level, log.json. With
+ * tls.crl or tls.mode = production, svc builds one peer verifier (common/attestpeer)
+ * before the service's init: the server applies it to clients in the handshake, and it
+ * is the process default every httpc applies to servers (docs/PKI.md, "Production
+ * mode and revocation"). */
 #ifndef MIMIR_SVC_H
 #define MIMIR_SVC_H
 

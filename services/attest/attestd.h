@@ -27,6 +27,7 @@ struct metric_series;
 struct metrics;
 
 #define ATTESTD_NONCE_LEN 32
+#define ATTESTD_ADDR_KEY_LEN 9 /* family, then 4 (IPv4) or 8 (IPv6 /64) address bytes */
 #define ATTESTD_SERIAL_HEX_MAX 40
 
 struct attestd_settings {
@@ -39,6 +40,10 @@ struct attestd_settings {
 	int64_t cert_backdate_s;   /* cert.backdate_s: notBefore = now - this */
 	int64_t nonce_lifetime_s;  /* nonce.lifetime_s */
 	int64_t nonce_max;         /* nonce.max_outstanding: the table's size */
+	int64_t nonce_per_address; /* nonce.max_per_address: live nonces of one client */
+	double challenge_rate;     /* challenge.rate_per_s: per client address, 0 = off */
+	double challenge_burst;    /* challenge.burst */
+	int64_t challenge_track;   /* challenge.track_max: client addresses remembered */
 	int64_t crl_validity_s;    /* crl.validity_s: nextUpdate - thisUpdate */
 	const char *revocations_file; /* revocations.file: survives restarts when set */
 	int64_t track_max;         /* issued.track_max: certificates remembered for revoke */
@@ -59,15 +64,37 @@ enum attestd_nonce_verdict {
 struct attestd_nonces;
 int attestd_nonces_new(struct attestd_nonces **out, size_t cap, int64_t lifetime_ms);
 void attestd_nonces_free(struct attestd_nonces *n);
-/* A fresh nonce; ERR_RATE_LIMITED when every slot holds a live nonce. */
-int attestd_nonce_issue(struct attestd_nonces *n, int64_t now_ms,
-			uint8_t out[ATTESTD_NONCE_LEN], int64_t *expires_ms);
+/* A fresh nonce for owner (the client's address key, NULL: nobody in particular).
+ * ERR_RATE_LIMITED when every slot holds a live nonce (*full true), or when owner
+ * already holds max_per_owner live ones (*full false; 0 = no such limit); *retry_ms
+ * is then how long until one of the nonces in the way expires. */
+int attestd_nonce_issue(struct attestd_nonces *n, int64_t now_ms, const uint8_t *owner,
+			size_t max_per_owner, uint8_t out[ATTESTD_NONCE_LEN], int64_t *expires_ms,
+			bool *full, int64_t *retry_ms);
 /* Takes the nonce (single use: any later presentation is REUSED until it expires);
  * *issued_ms is when it was made. Constant-time comparison. */
 enum attestd_nonce_verdict attestd_nonce_take(struct attestd_nonces *n, const uint8_t *nonce,
 					      size_t len, int64_t now_ms, int64_t *issued_ms);
 /* Issued, unused and unexpired now. */
 size_t attestd_nonces_live(struct attestd_nonces *n, int64_t now_ms);
+
+/* ---- per-address limits (limit.c) ---- */
+
+struct sockaddr;
+struct attestd_limiter;
+/* The key a client is limited by: its IPv4 address, or the /64 of its IPv6 address
+ * (IPv4-mapped IPv6 counts as IPv4); text gets a printable form. false when sa is
+ * NULL or of another family. */
+bool attestd_addr_key(const struct sockaddr *sa, uint8_t key[ATTESTD_ADDR_KEY_LEN], char *text,
+		      size_t cap);
+/* A token bucket per client (rate per second, up to burst), for cap clients at a
+ * time. rate <= 0: no limit. */
+int attestd_limiter_new(struct attestd_limiter **out, size_t cap, double rate, double burst);
+void attestd_limiter_free(struct attestd_limiter *l);
+/* Takes one token of key's bucket; false when it is empty, with *retry_ms until one
+ * is back. */
+bool attestd_limiter_take(struct attestd_limiter *l, const uint8_t key[ATTESTD_ADDR_KEY_LEN],
+			  int64_t now_ms, int64_t *retry_ms);
 
 /* ---- the issuing CA (ca.c) ---- */
 
@@ -114,11 +141,12 @@ struct attestd_ctx {
 	struct attest_policy *policy;
 	struct attest_roots *roots;
 	struct attestd_nonces *nonces;
+	struct attestd_limiter *limiter;
 	struct attestd_revocations *revs;
 	struct metric *m_attest;      /* {platform, result, reason} */
 	struct metric *m_issued;      /* {role, platform} */
 	struct metric *m_verify;      /* histogram {platform} */
-	struct metric *m_challenges;  /* {result} */
+	struct metric *m_challenges;  /* {result}: issued, refused, rate_limited, address_quota */
 	struct metric_series *m_revoked;
 };
 

@@ -25,6 +25,10 @@ struct attestd_settings attestd_settings = {
 	.cert_backdate_s = 300,
 	.nonce_lifetime_s = 120,
 	.nonce_max = 4096,
+	.nonce_per_address = 8,
+	.challenge_rate = 2,
+	.challenge_burst = 20,
+	.challenge_track = 4096,
 	.crl_validity_s = 3600,
 	.track_max = 65536,
 };
@@ -39,6 +43,10 @@ static const struct jspec_field config_spec[] = {
 	JSPEC_I64("cert.backdate_s", false, 0, 3600, &attestd_settings.cert_backdate_s),
 	JSPEC_I64("nonce.lifetime_s", false, 1, 3600, &attestd_settings.nonce_lifetime_s),
 	JSPEC_I64("nonce.max_outstanding", false, 1, 1000000, &attestd_settings.nonce_max),
+	JSPEC_I64("nonce.max_per_address", false, 0, 1000000, &attestd_settings.nonce_per_address),
+	JSPEC_DBL("challenge.rate_per_s", false, 0, 100000, &attestd_settings.challenge_rate),
+	JSPEC_DBL("challenge.burst", false, 1, 1000000, &attestd_settings.challenge_burst),
+	JSPEC_I64("challenge.track_max", false, 1, 10000000, &attestd_settings.challenge_track),
 	JSPEC_I64("crl.validity_s", false, 60, 7 * 86400, &attestd_settings.crl_validity_s),
 	JSPEC_STR("revocations.file", false, 1, 4096, &attestd_settings.revocations_file),
 	JSPEC_I64("issued.track_max", false, 1, 10000000, &attestd_settings.track_max),
@@ -114,7 +122,8 @@ static int init_metrics(struct attestd_ctx *c, struct metrics *m)
 					"Time to verify one piece of evidence, by platform.", platform_label,
 					bounds, sizeof bounds / sizeof bounds[0]);
 	c->m_challenges = metrics_counter(m, "mimir_attest_challenges_total",
-					  "Nonces asked for, by result (issued, refused: table full).",
+					  "Nonces asked for, by result (issued; refused: table full; rate_limited: "
+					  "the address's rate; address_quota: the address's live nonces).",
 					  result_label);
 	c->m_revoked = metric_series(metrics_counter(m, "mimir_attest_revocations_total",
 						     "Certificates revoked by an administrator.", NULL),
@@ -133,6 +142,8 @@ static int init_metrics(struct attestd_ctx *c, struct metrics *m)
 	}
 	metric_series(c->m_challenges, METRIC_LABELS("issued"));
 	metric_series(c->m_challenges, METRIC_LABELS("refused"));
+	metric_series(c->m_challenges, METRIC_LABELS("rate_limited"));
+	metric_series(c->m_challenges, METRIC_LABELS("address_quota"));
 	return c->m_attest && c->m_issued && c->m_verify && c->m_challenges && c->m_revoked ? 0 : ERR_NOMEM;
 }
 
@@ -145,6 +156,7 @@ static void fini(void *ctx)
 	attest_policy_free(c->policy);
 	attest_roots_free(c->roots);
 	attestd_nonces_free(c->nonces);
+	attestd_limiter_free(c->limiter);
 	attestd_revocations_free(c->revs);
 	free(c);
 }
@@ -179,6 +191,9 @@ static int init(void **out, struct metrics *m)
 		LOG_WARN("attest.roots_unpinned", LOG_S("dir", c->set.roots_dir),
 			 LOG_S("detail", "roots.pinned is false: the roots are not checked against the vendors'"));
 	if ((rc = attestd_nonces_new(&c->nonces, (size_t)c->set.nonce_max, c->set.nonce_lifetime_s * 1000)) != 0)
+		goto out;
+	if ((rc = attestd_limiter_new(&c->limiter, (size_t)c->set.challenge_track, c->set.challenge_rate,
+				      c->set.challenge_burst)) != 0)
 		goto out;
 	if ((rc = attestd_revocations_new(&c->revs, c->set.revocations_file, attestd_now_ms() / 1000,
 					  (size_t)c->set.track_max)) != 0)

@@ -1,10 +1,15 @@
 /* mimir-attest nonces: the challenge endpoint and the table behind it. A nonce is 32
  * random bytes, valid for nonce.lifetime_s and good for one attestation. The table has
- * a fixed number of slots, so an anonymous caller asking for nonces in a loop gets 429
- * once every slot is live, never more memory. A slot stays occupied after its nonce
- * was taken or expired, until the slot is needed again, so that a late or repeated
- * presentation is answered "expired" or "already used" rather than "unknown". */
+ * a fixed number of slots, so nonces never cost more memory; each slot remembers the
+ * address of the client it went to, and one address holds at most
+ * nonce.max_per_address live nonces, so an anonymous client asking in a loop gets 429
+ * long before the table is full, while others still get theirs (limit.c adds a rate
+ * per address). A slot stays occupied after its nonce was taken or expired, until the
+ * slot is needed again, so that a late or repeated presentation is answered "expired"
+ * or "already used" rather than "unknown". */
 #include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +22,7 @@
 
 struct slot {
 	uint8_t nonce[ATTESTD_NONCE_LEN];
+	uint8_t owner[ATTESTD_ADDR_KEY_LEN]; /* all zero: none */
 	int64_t issued_ms, expires_ms;
 	bool occupied, used;
 };
@@ -55,25 +61,52 @@ void attestd_nonces_free(struct attestd_nonces *n)
 	free(n);
 }
 
-int attestd_nonce_issue(struct attestd_nonces *n, int64_t now_ms, uint8_t out[ATTESTD_NONCE_LEN],
-			int64_t *expires_ms)
+int attestd_nonce_issue(struct attestd_nonces *n, int64_t now_ms, const uint8_t *owner,
+			size_t max_per_owner, uint8_t out[ATTESTD_NONCE_LEN], int64_t *expires_ms,
+			bool *full, int64_t *retry_ms)
 {
+	static const uint8_t nobody[ATTESTD_ADDR_KEY_LEN];
+	if (!owner)
+		owner = nobody;
+	bool counted = max_per_owner && memcmp(owner, nobody, sizeof nobody) != 0;
+	*full = false;
+	*retry_ms = 0;
 	pthread_mutex_lock(&n->mu);
-	/* A free slot, else the one whose nonce is spent longest (taken or expired). */
+	/* A free slot, else the one whose nonce is spent longest (taken or expired); on the
+	 * way, the owner's live nonces and when the first of them (or of all) expires. */
 	struct slot *pick = NULL;
-	for (size_t i = 0; i < n->cap && !(pick && !pick->occupied); i++) {
+	size_t mine = 0;
+	int64_t first_mine = INT64_MAX, first_any = INT64_MAX;
+	for (size_t i = 0; i < n->cap; i++) {
 		struct slot *s = &n->s[i];
 		if (!s->occupied) {
-			pick = s;
-		} else if (s->used || s->expires_ms <= now_ms) {
-			if (!pick || s->issued_ms < pick->issued_ms)
+			if (!pick || pick->occupied)
 				pick = s;
+		} else if (s->used || s->expires_ms <= now_ms) {
+			if (!pick || (pick->occupied && s->issued_ms < pick->issued_ms))
+				pick = s;
+		} else {
+			if (s->expires_ms < first_any)
+				first_any = s->expires_ms;
+			if (counted && memcmp(s->owner, owner, sizeof s->owner) == 0) {
+				mine++;
+				if (s->expires_ms < first_mine)
+					first_mine = s->expires_ms;
+			}
 		}
+	}
+	if (counted && mine >= max_per_owner) {
+		pthread_mutex_unlock(&n->mu);
+		*retry_ms = first_mine - now_ms;
+		return ERR_RATE_LIMITED;
 	}
 	if (!pick) {
 		pthread_mutex_unlock(&n->mu);
+		*full = true;
+		*retry_ms = first_any - now_ms;
 		return ERR_RATE_LIMITED;
 	}
+	memcpy(pick->owner, owner, sizeof pick->owner);
 	randombytes_buf(pick->nonce, sizeof pick->nonce);
 	pick->issued_ms = now_ms;
 	pick->expires_ms = now_ms + n->lifetime_ms;
@@ -123,6 +156,15 @@ size_t attestd_nonces_live(struct attestd_nonces *n, int64_t now_ms)
 	return live;
 }
 
+/* 429 problem+json with Retry-After in whole seconds (at least 1). */
+static int too_many(struct http_req *r, int64_t retry_ms, const char *detail)
+{
+	char after[24];
+	snprintf(after, sizeof after, "%lld", (long long)(retry_ms > 0 ? (retry_ms + 999) / 1000 : 1));
+	http_reply_header(r, "Retry-After", after);
+	return http_reply_problem(r, ERR_RATE_LIMITED, detail, NULL);
+}
+
 int attestd_challenge(struct http_req *r, void *ctx)
 {
 	struct attestd_ctx *c = ctx;
@@ -137,13 +179,27 @@ int attestd_challenge(struct http_req *r, void *ctx)
 			return rc;
 		json_decref(doc);
 	}
-	uint8_t nonce[ATTESTD_NONCE_LEN];
-	int64_t now = attestd_now_ms(), expires = 0;
-	int rc = attestd_nonce_issue(c->nonces, now, nonce, &expires);
+	uint8_t nonce[ATTESTD_NONCE_LEN], who[ATTESTD_ADDR_KEY_LEN];
+	char addr[64], detail[192];
+	int64_t now = attestd_now_ms(), expires = 0, retry_ms = 0;
+	bool known = attestd_addr_key(http_req_remote_addr(r), who, addr, sizeof addr), full = false;
+	if (known && !attestd_limiter_take(c->limiter, who, now, &retry_ms)) {
+		metric_inc(metric_series(c->m_challenges, METRIC_LABELS("rate_limited")));
+		snprintf(detail, sizeof detail, "too many challenges from %s (challenge.rate_per_s); retry later",
+			 addr);
+		return too_many(r, retry_ms, detail);
+	}
+	int rc = attestd_nonce_issue(c->nonces, now, known ? who : NULL, (size_t)c->set.nonce_per_address, nonce,
+				     &expires, &full, &retry_ms);
 	if (rc != 0) {
-		metric_inc(metric_series(c->m_challenges, METRIC_LABELS("refused")));
-		http_reply_header(r, "Retry-After", "5");
-		return http_reply_problem(r, rc, "every nonce slot is in use; retry shortly", NULL);
+		metric_inc(metric_series(c->m_challenges, METRIC_LABELS(full ? "refused" : "address_quota")));
+		if (full)
+			snprintf(detail, sizeof detail, "every nonce slot is in use; retry shortly");
+		else
+			snprintf(detail, sizeof detail,
+				 "%s holds %lld unused nonces already (nonce.max_per_address); use or let one expire",
+				 addr, (long long)c->set.nonce_per_address);
+		return too_many(r, retry_ms, detail);
 	}
 	metric_inc(metric_series(c->m_challenges, METRIC_LABELS("issued")));
 	char hex[2 * ATTESTD_NONCE_LEN + 1], at[32];

@@ -3,7 +3,8 @@
  * attest service for evidence collected on this machine (the same code a service uses,
  * common/attestc), `collect` only makes the evidence, `verify` checks evidence offline
  * against the vendors' roots and optionally a policy (common/attest), `revoke` asks the
- * service to revoke a certificate. This file dispatches and holds the shared helpers. */
+ * service to revoke a certificate, `crl` refreshes a service's tls.crl file. This file
+ * dispatches and holds the shared helpers. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -31,6 +32,7 @@ void tool_help(FILE *f)
 	      "  collect  only collect evidence (report_data given) into a file\n"
 	      "  verify   verify evidence offline against the vendors' roots (and a policy)\n"
 	      "  revoke   revoke a certificate (administrator)\n"
+	      "  crl      fetch the CRL into a service's tls.crl file (checked, atomic)\n"
 	      "\n"
 	      "Run 'mimir-attest COMMAND --help' for the options of a command.\n"
 	      "Exit status: 0 done, 1 refused or failed, 2 bad command line.\n",
@@ -41,7 +43,7 @@ static const struct {
 	const char *name;
 	int (*fn)(int, char **);
 } cmds[] = {{"request", cmd_request}, {"collect", cmd_collect}, {"verify", cmd_verify},
-	    {"revoke", cmd_revoke}};
+	    {"revoke", cmd_revoke}, {"crl", cmd_crl}};
 
 bool tool_is_command(const char *arg)
 {

@@ -1,5 +1,5 @@
 /* mimir-attest tool: the operator's and requester's commands (request, collect, verify,
- * revoke) and the small helpers they share (messages, exit statuses, option values,
+ * revoke, crl) and the small helpers they share (messages, exit statuses, option values,
  * files created exclusively with their final mode and replaced atomically).
  *
  * They live in the service's binary because the build derives one name for both:
@@ -35,6 +35,7 @@ int cmd_request(int argc, char **argv);
 int cmd_collect(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_revoke(int argc, char **argv);
+int cmd_crl(int argc, char **argv);
 
 /* "mimir-attest: <message>" on stderr; return TOOL_EXIT_FAIL / TOOL_EXIT_USAGE. */
 int tool_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -12,9 +12,12 @@
  * expired; revocation reaches a signed CRL and survives a restart; the TLS rules of the
  * optional-client-certificate server (401 for anonymous callers outside the public
  * routes, foreign certificates refused in the handshake); the CA key's mode is
- * checked; the tool commands (request, renew, verify, collect); /metrics passes
- * promtool. */
+ * checked; the tool commands (request, renew, verify, collect, crl); /metrics passes
+ * promtool; one client address flooding the challenge endpoint gets 429 with
+ * Retry-After (its rate, its share of live nonces) while another address still gets
+ * nonces from the same table. */
 #define _GNU_SOURCE
+#include <curl/curl.h>
 #include <openssl/bn.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -23,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -900,6 +904,155 @@ START_TEST(test_tool_commands)
 }
 END_TEST
 
+/* ---- per-address limits on the challenge endpoint ---- */
+
+struct answer {
+	long status;
+	char retry_after[16];
+	char body[1024];
+	size_t len;
+};
+
+static size_t on_hdr(char *p, size_t sz, size_t n, void *arg)
+{
+	struct answer *a = arg;
+	size_t len = sz * n;
+	if (len > 12 && !strncasecmp(p, "Retry-After:", 12)) {
+		size_t l = len - 12;
+		const char *v = p + 12;
+		while (l && (*v == ' '))
+			v++, l--;
+		while (l && (v[l - 1] == '\r' || v[l - 1] == '\n'))
+			l--;
+		snprintf(a->retry_after, sizeof a->retry_after, "%.*s", (int)l, v);
+	}
+	return len;
+}
+
+static size_t on_data(char *p, size_t sz, size_t n, void *arg)
+{
+	struct answer *a = arg;
+	size_t len = sz * n, room = sizeof a->body - 1 - a->len;
+	memcpy(a->body + a->len, p, len < room ? len : room);
+	a->len += len < room ? len : room;
+	a->body[a->len] = '\0';
+	return len;
+}
+
+/* POST /v1/challenge from the loopback address src (127.0.0.1, 127.0.0.2, ...: each
+ * one a different client to the service), anonymously. */
+static struct answer challenge_from(const char *url, const char *src)
+{
+	struct answer a = {0};
+	char u[128], iface[64];
+	snprintf(u, sizeof u, "%s/v1/challenge", url);
+	snprintf(iface, sizeof iface, "host!%s", src);
+	CURL *h = curl_easy_init();
+	ck_assert_ptr_nonnull(h);
+	curl_easy_setopt(h, CURLOPT_URL, u);
+	curl_easy_setopt(h, CURLOPT_POST, 1L);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
+	curl_easy_setopt(h, CURLOPT_CAINFO, pki_ca);
+	curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
+	curl_easy_setopt(h, CURLOPT_INTERFACE, iface);
+	curl_easy_setopt(h, CURLOPT_IPRESOLVE, CURL_IPRESOLVE_V4);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_hdr);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, &a);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &a);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 10000L);
+	CURLcode cc = curl_easy_perform(h);
+	ck_assert_msg(cc == CURLE_OK, "challenge from %s: %s", src, curl_easy_strerror(cc));
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &a.status);
+	curl_easy_cleanup(h);
+	return a;
+}
+
+static void assert_429(const struct answer *a, const char *detail_has)
+{
+	ck_assert_msg(a->status == 429, "status %ld: %s", a->status, a->body);
+	long ra = strtol(a->retry_after, NULL, 10);
+	ck_assert_msg(ra >= 1 && ra <= 130, "Retry-After '%s'", a->retry_after);
+	json_t *j = json_loads(a->body, 0, NULL);
+	ck_assert_ptr_nonnull(j);
+	ck_assert_str_eq(json_string_value(json_object_get(j, "type")), "urn:mimir:problem:rate-limited");
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "status")), 429);
+	ck_assert_msg(strstr(json_string_value(json_object_get(j, "detail")), detail_has), "detail: %s",
+		      json_string_value(json_object_get(j, "detail")));
+	json_decref(j);
+}
+
+START_TEST(test_challenge_limits_per_address)
+{
+	/* The share of the table: 3 live nonces per address, 8 slots. */
+	struct tu_svc p;
+	ck_assert_int_eq(start_attest(&p, "attest-quota", dev_policy,
+				      "\"nonce\": {\"max_outstanding\": 8, \"max_per_address\": 3},"
+				      " \"challenge\": {\"rate_per_s\": 1000, \"burst\": 1000}"), 0);
+	struct answer first = challenge_from(p.url, "127.0.0.1");
+	ck_assert_int_eq(first.status, 201);
+	for (int i = 0; i < 2; i++)
+		ck_assert_int_eq(challenge_from(p.url, "127.0.0.1").status, 201);
+	/* A flood from one address gets nothing more... */
+	for (int i = 0; i < 40; i++) {
+		struct answer a = challenge_from(p.url, "127.0.0.1");
+		assert_429(&a, "127.0.0.1 holds 3 unused nonces");
+	}
+	/* ... and has not exhausted the table: other clients still get theirs. */
+	ck_assert_int_eq(challenge_from(p.url, "127.0.0.2").status, 201);
+	ck_assert_int_eq(challenge_from(p.url, "127.0.0.3").status, 201);
+	/* Its own client library hears 429 too (httpc connects from 127.0.0.1). */
+	EVP_PKEY *key = new_key();
+	uint8_t x[32], nonce[32], rd[64];
+	randombytes_buf(x, sizeof x);
+	struct attestc_opts o = opts_for(p.url, IDENT_PLATFORM_SIMULATED, IDENT_ROLE_PARTY);
+	struct attestc_result res;
+	struct attestc_error err;
+	ck_assert_int_eq(attestc_request(&o, key, x, &res, &err), ERR_RATE_LIMITED);
+	ck_assert_int_eq(err.status, 429);
+	/* Spending one of its nonces gives the address a slot back. */
+	json_t *j = json_loads(first.body, 0, NULL);
+	size_t nl = 0;
+	ck_assert_int_eq(sodium_hex2bin(nonce, sizeof nonce, json_string_value(json_object_get(j, "nonce")), 64, NULL,
+					&nl, NULL), 0);
+	json_decref(j);
+	struct attestc_evidence ev;
+	ck_assert_int_eq(attestc_binding(key, x, nonce, 32, rd), 0);
+	ck_assert_int_eq(attestc_collect(IDENT_PLATFORM_SIMULATED, rd, &o.collect, &ev, &err), 0);
+	ck_assert_int_eq(attestc_post(&o, nonce, key, x, &ev, &res, &err), 0);
+	attestc_result_free(&res);
+	attestc_evidence_free(&ev);
+	ck_assert_int_eq(challenge_from(p.url, "127.0.0.1").status, 201);
+	ck_assert_int_eq(challenge_from(p.url, "127.0.0.1").status, 429);
+	tu_svc_stop(&p);
+
+	/* The rate: a burst of 3, then one every 2 s, per address. */
+	ck_assert_int_eq(start_attest(&p, "attest-rate", dev_policy,
+				      "\"challenge\": {\"rate_per_s\": 0.5, \"burst\": 3}"), 0);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(challenge_from(p.url, "127.0.0.1").status, 201);
+	struct answer a = challenge_from(p.url, "127.0.0.1");
+	assert_429(&a, "too many challenges from 127.0.0.1");
+	ck_assert_int_le(strtol(a.retry_after, NULL, 10), 2);
+	ck_assert_int_eq(challenge_from(p.url, "127.0.0.2").status, 201);
+	usleep((useconds_t)strtol(a.retry_after, NULL, 10) * 1000000 + 100000);
+	ck_assert_int_eq(challenge_from(p.url, "127.0.0.1").status, 201);
+	/* A whole attestation needs one challenge: within the rate it works. */
+	usleep(2100000);
+	o = opts_for(p.url, IDENT_PLATFORM_SIMULATED, IDENT_ROLE_PARTY);
+	ck_assert_int_eq(attestc_request(&o, key, x, &res, &err), 0);
+	attestc_result_free(&res);
+	struct httpc *c = client_with(pki, "admin", p.url);
+	struct httpc_resp r;
+	ck_assert_int_eq(httpc_request(c, "GET", "/metrics", NULL, NULL, NULL, 0, &r), 0);
+	ck_assert_ptr_nonnull(strstr(r.body, "mimir_attest_challenges_total{result=\"rate_limited\"} 1\n"));
+	httpc_resp_free(&r);
+	httpc_free(c);
+	EVP_PKEY_free(key);
+	tu_svc_stop(&p);
+}
+END_TEST
+
 /* ---- metrics ---- */
 
 START_TEST(test_metrics_promtool)
@@ -972,6 +1125,7 @@ Suite *suite(void)
 	tcase_add_test(tc, test_ca_key_mode_checked);
 	tcase_add_test(tc, test_tool_commands);
 	tcase_add_test(tc, test_metrics_promtool);
+	tcase_add_test(tc, test_challenge_limits_per_address);
 	suite_add_tcase(s, tc);
 	return s;
 }
