@@ -27,6 +27,7 @@
 
 #include "err/err.h"
 #include "ident/ident.h"
+#include "attestpeer/attestpeer.h"
 #include "log/log.h"
 #include "mnet/mnet_int.h"
 
@@ -65,6 +66,13 @@ static int link_verify(int ok, X509_STORE_CTX *st)
 		err = "the peer's certificate is not the one pinned for this party";
 	else if (id.role != IDENT_ROLE_PARTY)
 		err = "the peer's certificate does not carry the party role";
+	struct attestpeer *ap = err ? NULL : attestpeer_default();
+	struct attestpeer_verdict v = {0};
+	if (ap && attestpeer_check_x509(ap, X509_STORE_CTX_get_current_cert(st), NULL, &v) != 0)
+		err = v.detail[0] ? v.detail : "the peer's certificate is refused (revoked or not attested)";
+	else if (ap && v.simulated)
+		LOG_WARN("mnet.simulated_peer", LOG_S("url", l->url), LOG_S("detail", v.detail));
+	attestpeer_free(ap);
 	if (!err)
 		return ok;
 	LOG_WARN("mnet.wrong_peer", LOG_S("url", l ? l->url : "?"), LOG_S("error", err));

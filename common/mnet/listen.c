@@ -43,6 +43,7 @@
 
 #include "err/err.h"
 #include "ident/ident.h"
+#include "attestpeer/attestpeer.h"
 #include "log/log.h"
 #include "mnet/mnet_int.h"
 
@@ -639,6 +640,18 @@ static const char *stream_handshake(struct mnet_hub *h, struct mnet_stream *s)
 	struct ident id;
 	if (!peer || ident_from_x509(peer, &id) != 0)
 		return "client certificate identity unreadable";
+	/* the process's verifier (tls.crl, tls.mode), as on the HTTPS server */
+	struct attestpeer *ap = attestpeer_default();
+	struct attestpeer_verdict v = {0};
+	int arc = ap ? attestpeer_check_x509(ap, peer, NULL, &v) : 0;
+	attestpeer_free(ap);
+	if (arc != 0) {
+		static char refused[300]; /* the reader's alone */
+		snprintf(refused, sizeof refused, "client certificate refused: %s", v.detail);
+		return refused;
+	}
+	if (v.simulated)
+		LOG_WARN("mnet.simulated_peer", LOG_S("cn", id.cn), LOG_S("detail", v.detail));
 	snprintf(s->cn, sizeof s->cn, "%s", id.cn);
 	memcpy(s->fp, id.fingerprint, sizeof s->fp);
 	s->party = id.role == IDENT_ROLE_PARTY;
