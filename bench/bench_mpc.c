@@ -3,7 +3,8 @@
  * end: dealer generation, triple sacrifice, the online rounds and the closing MAC
  * check, and prints rounds, bytes sent per party (party 0; the busiest is the same up
  * to the input owner) and the dealer's bytes. Loopback without latency: on a real
- * network add rounds x RTT. Usage: bench_mpc [scale] (scale < 1 shrinks the sizes). */
+ * network add rounds x RTT. Usage: bench_mpc [scale [filter]] (scale < 1 shrinks the
+ * sizes; filter runs only the operations whose name contains it, e.g. "matmul"). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,12 +29,14 @@ enum op {
 	OP_SILU,
 	OP_SOFTMAX,
 	OP_EXPNEG,
+	OP_PMAT,
 };
 static const char *op_name[] = {"multiply (Beaver, Z_2^64)", "fixed-point multiply",
 				"truncation (f = 16)", "reveal (open + MAC check)",
 				"input (one owner)", "fixed-mask matmul", "LTZ (x < 0)",
 				"argmax (index + one-hot)", "exp (f = 16)", "reciprocal",
-				"rsqrt", "SiLU", "softmax", "exp of x <= 0 (exp_neg)"};
+				"rsqrt", "SiLU", "softmax", "exp of x <= 0 (exp_neg)",
+				"matmul (plain)"};
 
 /* Preprocessing an approximation consumes, per element at f = 16 (docs/PROTOCOL.md):
  * triples, comparison masks, look-up masks, and truncation pairs by these amounts. */
@@ -56,7 +59,7 @@ static const struct apx_prep apx_prep[] = {
 struct job {
 	enum op op;
 	size_t n;
-	uint32_t m, rows, cols, uses; /* OP_FMAT: uses x (m x rows by rows x cols) */
+	uint32_t m, rows, cols, uses; /* OP_FMAT, OP_PMAT: uses x (m x rows by rows x cols) */
 	unsigned id, np;
 	struct mpc *mpc;
 	pthread_barrier_t *bar;
@@ -129,8 +132,10 @@ static void *party(void *a)
 		j->rc = mpc_prefill(p, MPC_PREP_TRIPLE, 0, n);
 	if (j->rc == 0 && (j->op == OP_TRUNC || j->op == OP_MUL_FX))
 		j->rc = mpc_prefill(p, MPC_PREP_TRUNC, 16, n);
-	if (j->rc == 0 && j->op == OP_FMAT)
+	if (j->rc == 0 && (j->op == OP_FMAT || j->op == OP_PMAT))
 		j->rc = mpc_prefill(p, MPC_PREP_TRUNC, 16, (size_t)j->m * j->cols * j->uses);
+	if (j->rc == 0 && j->op == OP_PMAT) /* the matrix triples, sacrificed */
+		j->rc = mpc_matmul_prefill(p, j->m, j->rows, j->cols, j->uses);
 	if (j->rc == 0 && j->op == OP_INPUT)
 		j->rc = mpc_prefill(p, MPC_PREP_INPUT, 0, n);
 	if (j->rc == 0 && j->op == OP_LTZ)
@@ -220,6 +225,10 @@ static void *party(void *a)
 				j->rc = mpc_trunc(p, z, z, mc, 16);
 		}
 		break;
+	case OP_PMAT: /* x (m x rows) times y (rows x cols), both secret */
+		for (uint32_t u = 0; j->rc == 0 && u < j->uses; u++)
+			j->rc = mpc_matmul_fx(p, z, x, y, j->m, j->rows, j->cols);
+		break;
 	}
 	if (j->rc == 0)
 		j->rc = mpc_check(p); /* the cost of checking what was opened */
@@ -289,11 +298,15 @@ static int run(unsigned np, enum op op, size_t n, uint32_t m, uint32_t rows, uin
 	char name[64];
 	if (op == OP_FMAT)
 		snprintf(name, sizeof name, "%ux matmul %ux%u by %ux%u", uses, m, rows, rows, cols);
+	else if (op == OP_PMAT && uses == 1)
+		snprintf(name, sizeof name, "matmul (plain) %ux%u by %ux%u", m, rows, rows, cols);
+	else if (op == OP_PMAT)
+		snprintf(name, sizeof name, "%ux matmul (plain) %ux%u by %ux%u", uses, m, rows, rows, cols);
 	else if (op == OP_SOFTMAX)
 		snprintf(name, sizeof name, "softmax %u rows of %zu", m, n / m);
 	else
 		snprintf(name, sizeof name, "%s", op_name[op]);
-	printf("N=%u %-27s %7zu | %4llu %9.3f %8.3f %8.1f | %4llu %9.3f %8.3f %8.1f\n", np,
+	printf("N=%u %-34s %7zu | %4llu %9.3f %8.3f %8.1f | %4llu %9.3f %8.3f %8.1f\n", np,
 	       name, n, (unsigned long long)s->rounds, (double)s->bytes_sent / 1e6,
 	       (double)dealer0 / 1e6, secs * 1e3, (unsigned long long)q->rounds,
 	       (double)q->bytes_sent / 1e6, (double)pdealer / 1e6, psecs * 1e3);
@@ -312,6 +325,7 @@ out:
 int main(int argc, char **argv)
 {
 	double scale = argc > 1 ? strtod(argv[1], NULL) : 1.0;
+	const char *filter = argc > 2 ? argv[2] : "";
 	if (!(scale > 0 && scale <= 10))
 		scale = 1.0;
 	log_set_level(LOG_LEVEL_ERROR);
@@ -336,9 +350,12 @@ int main(int argc, char **argv)
 	       "# matmul: W secret and fixed; prep = fetching its mask and opening W - B, once\n"
 	       "#   per session; online = each use (X - A opened; the dealer's per-use [A], [AB]\n"
 	       "#   fetched inline) with its truncation by f, then the MAC check.\n"
-	       "#                                       | online                           |"
+	       "# matmul (plain): X and Y both secret; prep = fetching the matrix triples and\n"
+	       "#   their sacrifice (one toss and two rounds per dealer batch); online = each\n"
+	       "#   product (X - A and Y - B opened) with its truncation by f, then the MAC check.\n"
+	       "#                                              | online                           |"
 	       " prep\n"
-	       "#   operation                          n | rnds  MB/party dealerMB       ms |"
+	       "#   operation                                 n | rnds  MB/party dealerMB       ms |"
 	       " rnds  MB/party dealerMB       ms\n");
 	static const uint32_t mats[][4] = {{1, 64, 172, 1}, {1, 64, 172, 10}, {64, 64, 64, 1},
 					   {64, 64, 64, 10}};
@@ -346,6 +363,8 @@ int main(int argc, char **argv)
 		for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
 			size_t n = (size_t)((double)ops[o].n * scale);
 			uint32_t rows = ops[o].rows;
+			if (!strstr(op_name[ops[o].op], filter))
+				continue;
 			if (rows) /* softmax: scale the rows, never the row length */
 				n = ops[o].n, rows = (uint32_t)(rows * scale) ? (uint32_t)(rows * scale) : 1,
 				n = n / ops[o].rows * rows;
@@ -353,12 +372,20 @@ int main(int argc, char **argv)
 				return 1;
 		}
 		/* n for a matmul sizes the buffers: the largest of X, W and the output */
-		for (size_t q = 0; q < sizeof mats / sizeof mats[0]; q++) {
+		for (size_t q = 0; q < sizeof mats / sizeof mats[0] && strstr(op_name[OP_FMAT], filter); q++) {
 			uint32_t m = mats[q][0], r = mats[q][1], c = mats[q][2];
 			size_t n = (size_t)m * (r > c ? r : c);
 			if ((size_t)r * c > n)
 				n = (size_t)r * c;
 			if (run(ns[k], OP_FMAT, n, m, r, c, mats[q][3]) != 0)
+				return 1;
+		}
+		for (size_t q = 0; q < sizeof mats / sizeof mats[0] && strstr(op_name[OP_PMAT], filter); q++) {
+			uint32_t m = mats[q][0], r = mats[q][1], c = mats[q][2];
+			size_t n = (size_t)m * (r > c ? r : c);
+			if ((size_t)r * c > n)
+				n = (size_t)r * c;
+			if (run(ns[k], OP_PMAT, n, m, r, c, mats[q][3]) != 0)
 				return 1;
 		}
 	}

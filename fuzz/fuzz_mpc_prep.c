@@ -1,5 +1,5 @@
-/* libFuzzer harness: the party-side parser of dealer payloads (prep_expand and
- * prep_expand_wide), the bytes a party receives from the dealer service. The first
+/* libFuzzer harness: the party-side parser of dealer payloads (prep_expand,
+ * prep_expand_wide and prep_expand_mtriple), the bytes a party receives from the dealer service. The first
  * six input bytes choose the request (kind, parameter, count, matrix shape, party),
  * the rest is the payload (seeds: one real payload of version 3 per kind, look-up
  * masks of 3 and 8 bits included). A request the engine would never make is skipped, as the
@@ -17,7 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 6)
 		return 0;
 	struct mpc_prep_req req = {
-	    .kind = (uint16_t)(data[0] % 9), /* 0 (none) .. MPC_PREP_LUT */
+	    .kind = (uint16_t)(data[0] % 10), /* 0 (none) .. MPC_PREP_MTRIPLE */
 	    .param = data[1] % 70,
 	    .n = 1u + data[2] % 32,
 	    .rows = data[3] % 6,
@@ -35,7 +35,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* a copy of exactly size bytes, so that any over-read is caught by ASan */
 	uint8_t *payload = malloc(size ? size : 1);
 	mpc_share *out = calloc((size_t)req.n * k, sizeof *out);
-	mpc_wshare *wout = calloc((size_t)req.n * 3, sizeof *wout);
+	size_t wn = req.kind == MPC_PREP_MTRIPLE ? k : 3;
+	mpc_wshare *wout = calloc((size_t)req.n * wn, sizeof *wout);
 	ring64_t *clear = calloc(req.n, sizeof *clear);
 	if (!payload || !out || !wout || !clear)
 		abort();
@@ -43,6 +44,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int rc;
 	if (req.kind == MPC_PREP_TRIPLE)
 		rc = prep_expand_wide(&g, party, &req, payload, size, wout);
+	else if (req.kind == MPC_PREP_MTRIPLE)
+		rc = prep_expand_mtriple(&g, party, &req, payload, size, wout);
 	else
 		rc = prep_expand(&g, party, &req, payload, size, out, clear);
 	if (rc == 0 && mpc_prep_needs_payload(party, &req) &&

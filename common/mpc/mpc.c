@@ -46,6 +46,7 @@ struct open_log {
 	ring128_t *m; /* own MAC share */
 	ring64_t *up; /* upper half of own value share */
 	size_t n, cap;
+	size_t hw; /* the most entries it ever held: mpc_free wipes as far */
 };
 
 /* Openings of 128-bit values (the sacrifice), with MACs modulo 2^192. */
@@ -53,7 +54,16 @@ struct wopen_log {
 	ring192_t *s; /* sum of the low 128 bits of the shares, as an integer */
 	ring192_t *m; /* own MAC share */
 	ring64_t *up; /* bits 128..191 of own value share */
-	size_t n, cap;
+	size_t n, cap, hw;
+};
+
+/* A buffer reused from call to call instead of a fresh allocation each time (which
+ * for these sizes is an mmap, page faults on first touch and the kernel zeroing every
+ * page): grow-only, wiped when it grows and when the engine is freed, as far as it was
+ * ever handed out (wiping pages never touched would only fault them in). */
+struct scratch {
+	void *buf;
+	size_t cap, used;
 };
 
 struct mpc {
@@ -74,6 +84,7 @@ struct mpc {
 	struct prg prg_mmask, prg_mmul, prg_triple;
 	uint64_t mmask_batch, mmul_batch, triple_batch;
 	uint32_t next_mask_id;
+	struct mmul_state *mmul; /* matrix triples (mmul.c), NULL until used */
 	/* triples that passed the sacrifice */
 	mpc_share *triples;
 	size_t tri_avail, tri_pos, tri_cap;
@@ -90,6 +101,9 @@ struct mpc {
 
 	uint8_t *sbuf, *rbuf;
 	size_t scap, rcap;
+	/* the MAC check's coefficients; the sacrifice's raw triples, openings, opened
+	 * values and coefficients; the public values of a batch round */
+	struct scratch chi, t_raw, t_open, t_pub, t_coef, pub;
 
 	struct mpc_stats st;
 	const char *failed;
@@ -166,6 +180,40 @@ static int xchg_all(struct mpc *p, const uint8_t *msg, size_t len)
 	for (unsigned j = 0; j < p->n; j++)
 		lens[j] = len;
 	return xchg(p, msg, lens);
+}
+
+/* At least len bytes of s (contents undefined); NULL after failing the engine. */
+static void *scratch(struct mpc *p, struct scratch *s, size_t len)
+{
+	if (len > s->cap) {
+		size_t nc = s->cap ? s->cap : 4096;
+		while (nc < len)
+			nc *= 2;
+		void *nb = malloc(nc);
+		if (!nb) {
+			fail(p, ERR_NOMEM, "memory");
+			return NULL;
+		}
+		if (s->buf) {
+			sodium_memzero(s->buf, s->used);
+			free(s->buf);
+		}
+		s->buf = nb;
+		s->cap = nc;
+		s->used = 0;
+	}
+	if (len > s->used)
+		s->used = len;
+	return s->buf;
+}
+
+static void scratch_free(struct scratch *s)
+{
+	if (s->buf) {
+		sodium_memzero(s->buf, s->used);
+		free(s->buf);
+	}
+	*s = (struct scratch){0};
 }
 
 static uint8_t *sbuf(struct mpc *p, size_t len)
@@ -297,6 +345,29 @@ static int toss(struct mpc *p, EVP_RAND_CTX **out)
 	return 0;
 }
 
+/* Joint coefficients (docs/PROTOCOL.md, section 4): a toss, then 32 bytes of its
+ * HMAC-DRBG key a ChaCha20 keystream (nonce 0, counter from 0) whose first len bytes
+ * are the coefficients. The DRBG would spend an HMAC per 32 bytes, and a MAC check
+ * of 2^18 openings needs 2 MB. */
+static int coins(struct mpc *p, uint8_t *out, size_t len)
+{
+	EVP_RAND_CTX *dr = NULL;
+	uint8_t key[MPC_SEED_BYTES];
+	struct prg g;
+	int rc = toss(p, &dr);
+	if (rc != 0)
+		return rc;
+	rc = drbg_bytes(dr, key, sizeof key);
+	EVP_RAND_CTX_free(dr);
+	if (rc == 0) {
+		prg_init(&g, key, 0);
+		rc = prg_fill(&g, out, len);
+		prg_wipe(&g);
+	}
+	sodium_memzero(key, sizeof key);
+	return rc != 0 ? fail(p, rc, "joint-randomness") : 0;
+}
+
 /* ---------------------------------------------------------------- preprocessing */
 
 static void queue_init(struct queue *q, uint16_t kind, uint32_t param, const uint8_t *seed)
@@ -322,7 +393,10 @@ static void queue_wipe(struct queue *q)
 	prg_wipe(&q->prg);
 }
 
-/* Room for `more` items after the unused ones, which move to the front. */
+/* Room for `more` items after the unused ones, which move to the front. Items taken
+ * are wiped here rather than when taken, as far as the new batch does not overwrite
+ * them: until then they sit next to unused items that are just as secret, and
+ * mpc_free wipes the whole pool. */
 static int queue_room(struct mpc *p, struct queue *q, size_t more)
 {
 	size_t keep = q->avail - q->pos;
@@ -330,6 +404,13 @@ static int queue_room(struct mpc *p, struct queue *q, size_t more)
 		memmove(q->items, q->items + q->pos * q->k, keep * q->k * sizeof *q->items);
 		if (q->clear)
 			memmove(q->clear, q->clear + q->pos, keep * sizeof *q->clear);
+	}
+	if (q->avail > keep + more) {
+		sodium_memzero(q->items + (keep + more) * q->k,
+			       (q->avail - keep - more) * q->k * sizeof *q->items);
+		if (q->clear)
+			sodium_memzero(q->clear + keep + more,
+				       (q->avail - keep - more) * sizeof *q->clear);
 	}
 	q->pos = 0;
 	q->avail = keep;
@@ -419,12 +500,9 @@ static int queue_take(struct mpc *p, struct queue *q, uint32_t param, size_t n, 
 	if (rc != 0)
 		return rc;
 	memcpy(out, q->items + q->pos * q->k, n * q->k * sizeof *out);
-	sodium_memzero(q->items + q->pos * q->k, n * q->k * sizeof *out);
-	if (clear) {
+	if (clear)
 		memcpy(clear, q->clear + q->pos, n * sizeof *clear);
-		sodium_memzero(q->clear + q->pos, n * sizeof *clear);
-	}
-	q->pos += n;
+	q->pos += n; /* wiped by the refill that reuses the room (queue_room) */
 	return 0;
 }
 
@@ -627,9 +705,17 @@ static int open_wide(struct mpc *p, const mpc_wshare *a, size_t n, ring128_t *ou
 	crypto_generichash_update(&p->view, p->rbuf, n * 16 * p->n);
 	struct wopen_log *l = &p->wlog;
 	for (size_t i = 0; i < n; i++) {
-		ring192_t s = ring192_from128(0);
-		for (unsigned j = 0; j < p->n; j++)
-			s = ring192_add(s, ring192_from128(ring128_load(p->rbuf + ((size_t)j * n + i) * 16)));
+		/* the integer sum of N < 2^64 128-bit values: the low 128 bits and a carry
+		 * count, which is the sum in Z_2^192 */
+		ring128_t lo = 0;
+		uint64_t carry = 0;
+		for (unsigned j = 0; j < p->n; j++) {
+			ring128_t v = ring128_load(p->rbuf + ((size_t)j * n + i) * 16);
+			lo += v;
+			carry += lo < v;
+		}
+		ring192_t s = ring192_from128(lo);
+		s.w[2] = carry;
 		l->s[l->n] = s;
 		l->m[l->n] = a[i].m;
 		l->up[l->n] = ring192_hi(a[i].v);
@@ -652,8 +738,7 @@ static int mac_check(struct mpc *p)
 {
 	struct open_log *l = &p->log;
 	struct wopen_log *wl = &p->wlog;
-	EVP_RAND_CTX *dr = NULL;
-	uint8_t *chi = NULL;
+	uint8_t *chi;
 	mpc_share r[2];
 	int rc;
 	if (l->n == 0 && wl->n == 0)
@@ -664,17 +749,12 @@ static int mac_check(struct mpc *p)
 	if ((rc = queue_take(p, &p->rand, 0, nr, r, NULL)) != 0)
 		return rc;
 	p->st.randoms += nr;
-	if ((rc = toss(p, &dr)) != 0)
-		goto out;
-	chi = malloc((l->n + wl->n) * 8);
-	if (!chi) {
-		rc = fail(p, ERR_NOMEM, "memory");
+	if (!(chi = scratch(p, &p->chi, (l->n + wl->n) * 8))) {
+		rc = ERR_NOMEM;
 		goto out;
 	}
-	if ((rc = drbg_bytes(dr, chi, (l->n + wl->n) * 8)) != 0) {
-		rc = fail(p, rc, "joint-randomness");
+	if ((rc = coins(p, chi, (l->n + wl->n) * 8)) != 0)
 		goto out;
-	}
 	ring128_t y = 0, mi = 0;
 	ring64_t pi = ring128_lo(r[0].v);
 	for (size_t j = 0; j < l->n; j++) {
@@ -754,11 +834,11 @@ static int mac_check(struct mpc *p)
 		goto out;
 	}
 	p->st.checks++;
+	l->hw = l->n > l->hw ? l->n : l->hw;
+	wl->hw = wl->n > wl->hw ? wl->n : wl->hw;
 	l->n = 0;
 	wl->n = 0;
 out:
-	EVP_RAND_CTX_free(dr);
-	free(chi);
 	sodium_memzero(r, sizeof r);
 	return rc;
 }
@@ -881,14 +961,15 @@ static inline mpc_wshare wlin(ring64_t t, const mpc_wshare *x, const mpc_wshare 
  * tau, is caught by the MAC check of the wide openings. */
 static int triples_refill(struct mpc *p, size_t cnt)
 {
-	mpc_wshare *raw = NULL, *open = NULL;
-	ring128_t *pub = NULL;
-	uint8_t *tb = NULL;
-	EVP_RAND_CTX *dr = NULL;
-	int rc = 0;
+	mpc_wshare *raw, *open;
+	ring128_t *pub;
+	uint8_t *tb;
 	size_t keep = p->tri_avail - p->tri_pos;
 	if (keep && p->tri_pos)
 		memmove(p->triples, p->triples + 3 * p->tri_pos, 3 * keep * sizeof *p->triples);
+	if (p->tri_avail > keep + cnt) /* triples taken that the new ones do not cover */
+		sodium_memzero(p->triples + 3 * (keep + cnt),
+			       3 * (p->tri_avail - keep - cnt) * sizeof *p->triples);
 	p->tri_pos = 0;
 	p->tri_avail = keep;
 	if (keep + cnt > p->tri_cap) {
@@ -903,35 +984,30 @@ static int triples_refill(struct mpc *p, size_t cnt)
 		p->triples = nt;
 		p->tri_cap = keep + cnt;
 	}
+	/* the scratch keeps the raw triples until the next refill overwrites them or the
+	 * engine is freed; the pool holds the same secrets meanwhile anyway */
 	size_t take = p->sacrifice ? 2 * cnt : cnt;
-	raw = malloc(3 * take * sizeof *raw);
-	if (!raw) {
-		rc = fail(p, ERR_NOMEM, "memory");
-		goto out;
-	}
+	int rc;
+	if (!(raw = scratch(p, &p->t_raw, 3 * take * sizeof *raw)))
+		return ERR_NOMEM;
 	if ((rc = triples_fetch(p, take, raw)) != 0)
-		goto out;
+		return rc;
 	if (p->sacrifice) {
-		open = malloc(2 * cnt * sizeof *open);
-		pub = malloc(2 * cnt * sizeof *pub);
-		tb = malloc(8 * cnt);
-		if (!open || !pub || !tb) {
-			rc = fail(p, ERR_NOMEM, "memory");
-			goto out;
-		}
-		if ((rc = toss(p, &dr)) != 0)
-			goto out;
-		if ((rc = drbg_bytes(dr, tb, 8 * cnt)) != 0) {
-			rc = fail(p, rc, "joint-randomness");
-			goto out;
-		}
+		open = scratch(p, &p->t_open, 2 * cnt * sizeof *open);
+		pub = scratch(p, &p->t_pub, 2 * cnt * sizeof *pub);
+		tb = scratch(p, &p->t_coef, 8 * cnt);
+		if (!open || !pub || !tb)
+			return ERR_NOMEM;
+		if ((rc = coins(p, tb, 8 * cnt)) != 0)
+			return rc;
 		for (size_t i = 0; i < cnt; i++) {
 			const mpc_wshare *t = raw + 3 * i, *s = raw + 3 * (cnt + i);
 			open[2 * i] = wlin(ring64_load(tb + 8 * i), &t[0], &s[0]);
-			open[2 * i + 1] = wlin(1, &t[1], &s[1]);
+			open[2 * i + 1] = (mpc_wshare){ring192_sub(t[1].v, s[1].v),
+						       ring192_sub(t[1].m, s[1].m)};
 		}
 		if ((rc = open_wide(p, open, 2 * cnt, pub)) != 0)
-			goto out;
+			return rc;
 		for (size_t i = 0; i < cnt; i++) {
 			const mpc_wshare *t = raw + 3 * i, *s = raw + 3 * (cnt + i);
 			ring192_t rho = ring192_from128(pub[2 * i]), sig = ring192_from128(pub[2 * i + 1]);
@@ -941,14 +1017,12 @@ static int triples_refill(struct mpc *p, size_t cnt)
 			open[i] = z;
 		}
 		if ((rc = open_wide(p, open, cnt, pub)) != 0)
-			goto out;
+			return rc;
 		ring128_t acc = 0;
 		for (size_t i = 0; i < cnt; i++)
 			acc |= pub[i];
-		if (acc != 0) {
-			rc = fail(p, ERR_MAC_CHECK, "triple-sacrifice");
-			goto out;
-		}
+		if (acc != 0)
+			return fail(p, ERR_MAC_CHECK, "triple-sacrifice");
 		p->st.triples_sacrificed += cnt;
 	}
 	/* what is checked mod 2^128 with MACs mod 2^192 is a valid share with a MAC mod
@@ -956,19 +1030,7 @@ static int triples_refill(struct mpc *p, size_t cnt)
 	for (size_t i = 0; i < 3 * cnt; i++)
 		p->triples[3 * keep + i] = (mpc_share){ring192_lo(raw[i].v), ring192_lo(raw[i].m)};
 	p->tri_avail = keep + cnt;
-out:
-	EVP_RAND_CTX_free(dr);
-	if (raw) {
-		sodium_memzero(raw, 3 * take * sizeof *raw);
-		free(raw);
-	}
-	if (open) {
-		sodium_memzero(open, 2 * cnt * sizeof *open);
-		free(open);
-	}
-	free(pub);
-	free(tb);
-	return rc;
+	return 0;
 }
 
 /* Makes at least n checked triples available, refilling in multiples of the dealer
@@ -988,8 +1050,7 @@ static int triples_take(struct mpc *p, size_t n, mpc_share *out)
 	if (rc != 0)
 		return rc;
 	memcpy(out, p->triples + 3 * p->tri_pos, 3 * n * sizeof *out);
-	sodium_memzero(p->triples + 3 * p->tri_pos, 3 * n * sizeof *out);
-	p->tri_pos += n;
+	p->tri_pos += n; /* wiped by the refill that reuses the room, as in queue_room */
 	return 0;
 }
 
@@ -1018,6 +1079,7 @@ int mpc_prefill(struct mpc *p, enum mpc_prep_kind kind, uint32_t param, size_t n
 		return queue_fill(p, &p->input[param], param, n);
 	case MPC_PREP_MMASK:
 	case MPC_PREP_MMUL:
+	case MPC_PREP_MTRIPLE: /* mpc_matmul_prefill */
 		break; /* shaped per use: fetched by mpc_fmat_new / mpc_batch_fmat_mul */
 	}
 	return ERR_INVALID;
@@ -1037,7 +1099,7 @@ int mpc_prefill(struct mpc *p, enum mpc_prep_kind kind, uint32_t param, size_t n
  * stage starts in the round after the last child of the stage finished. Children may
  * be compound, which is how a compound runs two chains side by side. So a compound
  * shares its rounds with everything else on the batch, like any other operation. */
-enum op_kind { OP_MUL = 1, OP_TRUNC, OP_FMUL, OP_LTZ, OP_DIGIT, OP_LUT, OP_NORM, OP_COMPOUND };
+enum op_kind { OP_MUL = 1, OP_TRUNC, OP_FMUL, OP_LTZ, OP_DIGIT, OP_LUT, OP_NORM, OP_COMPOUND, OP_XOP };
 
 struct op {
 	enum op_kind kind;
@@ -1075,6 +1137,7 @@ struct op {
 				     column 2 (c_j = 0 all through the block), public */
 	/* COMPOUND, and the link of every child to its compound */
 	struct cop *cop;
+	struct xop *xop; /* XOP: an operation of another file (mmul.c) */
 	size_t parent; /* 1 + index of the compound this op is a child of, or 0 */
 	bool done;
 };
@@ -1132,6 +1195,8 @@ static void op_free(struct op *o)
 	wipe_free(o->sel, 2 * o->n * o->selw * sizeof *o->sel);
 	if (o->cop)
 		o->cop->free(o->cop);
+	if (o->xop)
+		o->xop->free(o->xop);
 	memset(o, 0, sizeof *o);
 }
 
@@ -2386,9 +2451,10 @@ int mpc_batch_run(struct mpc_batch *b)
 	}
 	rc = batch_settle(b);
 	while (rc == 0 && b->nopen > 0) {
-		ring64_t *pub = malloc(b->nopen * sizeof *pub);
+		/* batches never nest (no step runs a batch), so one scratch serves them all */
+		ring64_t *pub = scratch(p, &p->pub, b->nopen * sizeof *pub);
 		if (!pub) {
-			rc = fail(p, ERR_NOMEM, "memory");
+			rc = ERR_NOMEM;
 			break;
 		}
 		rc = open_shares(p, b->opens, b->nopen, pub);
@@ -2422,6 +2488,9 @@ int mpc_batch_run(struct mpc_batch *b)
 			case OP_NORM:
 				rc = finish_norm(b, o, q);
 				break;
+			case OP_XOP:
+				rc = o->xop->finish(b, o->xop, q);
+				break;
 			default:
 				rc = fail(p, ERR_INTERNAL, "internal");
 				break;
@@ -2431,7 +2500,6 @@ int mpc_batch_run(struct mpc_batch *b)
 			if (rc == 0 && o->cnt == 0)
 				op_done(b, i);
 		}
-		free(pub);
 		if (rc == 0)
 			rc = batch_settle(b); /* stages whose children all finished queue the next */
 	}
@@ -2766,21 +2834,26 @@ void mpc_free(struct mpc *p)
 	prg_wipe(&p->prg_mmask);
 	prg_wipe(&p->prg_mmul);
 	prg_wipe(&p->prg_triple);
+	mmul_state_free(p->mmul);
 	if (p->triples) {
 		sodium_memzero(p->triples, 3 * p->tri_cap * sizeof *p->triples);
 		free(p->triples);
 	}
+	/* only as far as the logs were ever filled: the rest of their capacity was
+	 * never touched, and wiping it would fault it in */
+	size_t lw = p->log.n > p->log.hw ? p->log.n : p->log.hw;
+	size_t ww = p->wlog.n > p->wlog.hw ? p->wlog.n : p->wlog.hw;
 	if (p->log.m)
-		sodium_memzero(p->log.m, p->log.cap * sizeof *p->log.m);
+		sodium_memzero(p->log.m, lw * sizeof *p->log.m);
 	if (p->log.up)
-		sodium_memzero(p->log.up, p->log.cap * sizeof *p->log.up);
+		sodium_memzero(p->log.up, lw * sizeof *p->log.up);
 	free(p->log.s);
 	free(p->log.m);
 	free(p->log.up);
 	if (p->wlog.m)
-		sodium_memzero(p->wlog.m, p->wlog.cap * sizeof *p->wlog.m);
+		sodium_memzero(p->wlog.m, ww * sizeof *p->wlog.m);
 	if (p->wlog.up)
-		sodium_memzero(p->wlog.up, p->wlog.cap * sizeof *p->wlog.up);
+		sodium_memzero(p->wlog.up, ww * sizeof *p->wlog.up);
 	free(p->wlog.s);
 	free(p->wlog.m);
 	free(p->wlog.up);
@@ -2792,6 +2865,12 @@ void mpc_free(struct mpc *p)
 		sodium_memzero(p->rbuf, p->rcap);
 		free(p->rbuf);
 	}
+	scratch_free(&p->chi);
+	scratch_free(&p->t_raw);
+	scratch_free(&p->t_open);
+	scratch_free(&p->t_pub);
+	scratch_free(&p->t_coef);
+	scratch_free(&p->pub);
 	EVP_RAND_free(p->rand_hmac);
 	EVP_RAND_free(p->rand_test);
 	sodium_memzero(p, sizeof *p);
@@ -2810,4 +2889,51 @@ void mpc_get_stats(const struct mpc *p, struct mpc_stats *st)
 	st->rounds = ns.rounds;
 	st->bytes_sent = ns.bytes_sent;
 	st->bytes_recv = ns.bytes_recv;
+}
+
+/* ---------------------------------------------------------------- hooks for mmul.c */
+
+int batch_xop(struct mpc_batch *b, struct xop *x, const mpc_share *open, size_t nopen)
+{
+	if (b->p->failed) {
+		x->free(x);
+		return ERR_ABORTED;
+	}
+	struct op *o = batch_push(b, nopen);
+	if (!o) {
+		x->free(x);
+		return ERR_NOMEM;
+	}
+	o->kind = OP_XOP;
+	o->xop = x;
+	memcpy(b->opens + b->nopen, open, nopen * sizeof *open);
+	b->nopen += nopen;
+	batch_commit(b, o);
+	return 0;
+}
+
+struct mmul_state **engine_mmul(struct mpc *p) { return &p->mmul; }
+const uint8_t *engine_seed(const struct mpc *p) { return p->seed; }
+bool engine_sacrifice(const struct mpc *p) { return p->sacrifice; }
+struct mpc_stats *engine_stats(struct mpc *p) { return &p->st; }
+int engine_fail(struct mpc *p, int rc, const char *check) { return fail(p, rc, check); }
+
+int engine_fetch(struct mpc *p, const struct mpc_prep_req *req, uint8_t **payload, size_t *len)
+{
+	*payload = NULL;
+	*len = 0;
+	if (!mpc_prep_needs_payload(p->me, req))
+		return 0;
+	int rc = p->src.fetch(p->src.ctx, p->me, req, payload, len);
+	if (rc != 0)
+		return fail(p, rc, "preprocessing");
+	p->st.prep_bytes_in += *len;
+	return 0;
+}
+
+int engine_toss(struct mpc *p, uint8_t *out, size_t len) { return coins(p, out, len); }
+
+int engine_open_wide(struct mpc *p, const mpc_wshare *a, size_t n, ring128_t *out)
+{
+	return open_wide(p, a, n, out);
 }

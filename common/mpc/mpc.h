@@ -103,6 +103,9 @@ enum mpc_prep_kind {
 				[r_(j) == v] for v = 0..15 (MPC_CMP_SHARES shares) */
 	MPC_PREP_LUT = 8,    /* table look-up mask: [r] and the one-hot vector
 				[r mod 2^b == v], v = 0..2^b - 1; param = b (1..MPC_LUT_MAX_BITS) */
+	MPC_PREP_MTRIPLE = 9, /* matrix triple and its sacrifice partner, 192-bit shares:
+				 [A] (rows x param), [B], [B'] (param x cols), [C] = A B,
+				 [C'] = A B' (rows x cols); see mpc_matmul */
 };
 
 #define MPC_CMP_CHUNKS 16
@@ -152,8 +155,15 @@ uint64_t mpc_dealer_bytes_out(struct mpc_dealer *d);
 
 /* Fault injection for tests: the item-th triple ever generated (0-based) gets c + 2^bit
  * with a MAC that matches (a faulty dealer, MPC_DEALER_FAULT_TRIPLE_VALUE), or a MAC
- * share off by 2^bit (MPC_DEALER_FAULT_TRIPLE_MAC); bit < 192. */
-enum mpc_dealer_fault { MPC_DEALER_FAULT_TRIPLE_VALUE = 1, MPC_DEALER_FAULT_TRIPLE_MAC = 2 };
+ * share off by 2^bit (MPC_DEALER_FAULT_TRIPLE_MAC); bit < 192. The MTRIPLE kinds do the
+ * same to the item-th entry of C over all matrix triples generated (row-major, triple
+ * after triple; the sacrifice partner C' is not counted). */
+enum mpc_dealer_fault {
+	MPC_DEALER_FAULT_TRIPLE_VALUE = 1,
+	MPC_DEALER_FAULT_TRIPLE_MAC = 2,
+	MPC_DEALER_FAULT_MTRIPLE_VALUE = 3,
+	MPC_DEALER_FAULT_MTRIPLE_MAC = 4,
+};
 int mpc_dealer_inject(struct mpc_dealer *d, enum mpc_dealer_fault kind, uint64_t item,
 		      unsigned bit);
 
@@ -180,6 +190,7 @@ struct mpc_stats {
 	uint64_t luts;                           /* look-up masks consumed */
 	uint64_t triples_sacrificed;
 	uint64_t prep_bytes_in; /* dealer payload bytes this party received */
+	uint64_t mtriples, mtriples_sacrificed; /* matrix triples used and sacrificed */
 };
 
 struct mpc;
@@ -358,4 +369,35 @@ int mpc_recip(struct mpc *p, mpc_share *out, const mpc_share *x, size_t n);
 int mpc_rsqrt(struct mpc *p, mpc_share *out, const mpc_share *x, size_t n);
 int mpc_silu(struct mpc *p, mpc_share *out, const mpc_share *x, size_t n);
 int mpc_softmax(struct mpc *p, mpc_share *out, const mpc_share *x, size_t rows, size_t cols);
+
+/* Plain matrix product of two secret matrices (attention scores and the like, where
+ * neither side is a fixed weight): Beaver's method on a dealer matrix triple
+ * ([A] m x k, [B] k x n, [C] = A B; Mohassel and Zhang, SecureML, S&P 2017), each
+ * triple checked by a sacrifice before use (docs/PROTOCOL.md, "Plain matrix product").
+ * out (m x n) = x (m x k) y (k x n), row-major, exactly in Z_2^64: one round opening
+ * X - A and Y - B, (m k + k n) 8 (N-1) bytes per party. The _fx forms truncate by f
+ * afterwards (one more round, 8 m n (N-1) bytes) for fixed-point operands:
+ * floor(X Y / 2^f) or one more, entry by entry, which needs every |(X Y)_ij| < 2^62
+ * (units of 2^-2f; 2^30 in reals at f = 16). Batch forms read x and y when queued (out
+ * may alias them) and share their rounds like the other batch operations.
+ *
+ * Triples are shaped per product and pooled per shape: a product whose shape has no
+ * checked triple left fetches one and sacrifices it when queued (a toss and two rounds
+ * of 16 (k n + m n) (N-1) bytes); mpc_matmul_prefill does that ahead of time for
+ * `count` products of a shape, one toss and two rounds per dealer batch (mpc_prefill
+ * refuses MPC_PREP_MTRIPLE: it has no shape). Dimensions 0 or NULL pointers are
+ * ERR_INVALID; a dimension above 65536 or a shape whose triple would exceed
+ * MPC_MMUL_MAX_SHARES shares (m k + 2 k n + 2 m n, which also bounds m k n below
+ * 1.1e8) is ERR_RANGE: split such a product into row blocks of x. A refused call
+ * leaves the engine as it was. */
+#define MPC_MMUL_MAX_SHARES ((uint64_t)1 << 20)
+int mpc_matmul_prefill(struct mpc *p, size_t m, size_t k, size_t n, size_t count);
+int mpc_batch_matmul(struct mpc_batch *b, mpc_share *out, const mpc_share *x, const mpc_share *y,
+		     size_t m, size_t k, size_t n);
+int mpc_batch_matmul_fx(struct mpc_batch *b, mpc_share *out, const mpc_share *x,
+			const mpc_share *y, size_t m, size_t k, size_t n);
+int mpc_matmul(struct mpc *p, mpc_share *out, const mpc_share *x, const mpc_share *y, size_t m,
+	       size_t k, size_t n);
+int mpc_matmul_fx(struct mpc *p, mpc_share *out, const mpc_share *x, const mpc_share *y,
+		  size_t m, size_t k, size_t n);
 #endif

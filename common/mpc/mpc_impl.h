@@ -16,7 +16,8 @@ struct prg {
 
 enum {
 	PRG_STREAM_KEY = 0, /* the party's MAC key share alpha_i (8 bytes) */
-	/* streams 1..7: MPC_PREP_RAND .. _CMP (the kind); 16 + owner: MPC_PREP_INPUT;
+	/* streams 1..7: MPC_PREP_RAND .. _CMP (the kind), 9: MPC_PREP_MTRIPLE (every
+	 * shape in one sequence); 16 + owner: MPC_PREP_INPUT;
 	 * 32 + m: MPC_PREP_TRUNC by m; 96 + b: MPC_PREP_LUT of b bits. A stream per
 	 * parameter keeps each parameter's batches in their own sequence. */
 	PRG_STREAM_INPUT0 = 16,
@@ -102,5 +103,44 @@ int batch_lut(struct mpc_batch *b, mpc_share *out, const mpc_share *x, size_t n,
 int batch_norm(struct mpc_batch *b, mpc_share *out, const mpc_share *x, size_t n, unsigned J,
 	       unsigned jlo, unsigned ntab, const ring64_t *tab);
 void mpc_wipe_free(void *ptr, size_t len);
+
+/* ---------------------------------------------------------------- matrix triples (mmul.c) */
+
+/* Party side of MPC_PREP_MTRIPLE (prep.c): per item, K = rows param + 2 param cols +
+ * 2 rows cols wide shares in the order A, B, B', C, C'. Each share's PRG bytes are its
+ * value then its MAC (24 bytes each), and every item starts on a 64-byte block of the
+ * stream. out receives n K shares. */
+uint64_t prep_mtriple_shares(uint64_t rows, uint64_t inner, uint64_t cols);
+int prep_expand_mtriple(struct prg *g, unsigned party, const struct mpc_prep_req *req,
+			const uint8_t *payload, size_t len, mpc_wshare *out);
+
+/* An operation defined outside mpc.c that opens nopen values in one round of a batch
+ * (a matrix product): batch_xop queues the openings (copied) and takes ownership of x
+ * (freed on error too); once they are open, finish(b, x, pub) gets them in queue
+ * order and writes the output, then x->free wipes and frees the whole state. finish
+ * must not fail except through engine_fail. */
+struct xop {
+	int (*finish)(struct mpc_batch *b, struct xop *x, const ring64_t *pub);
+	void (*free)(struct xop *x);
+};
+int batch_xop(struct mpc_batch *b, struct xop *x, const mpc_share *open, size_t nopen);
+
+/* The engine's matrix-triple state (its PRG stream, the dealer batch counter and the
+ * pools of checked triples), owned by the engine, made by mmul.c on first use, freed
+ * by mpc_free through mmul_state_free (accepts NULL). */
+struct mmul_state;
+void mmul_state_free(struct mmul_state *s);
+struct mmul_state **engine_mmul(struct mpc *p);
+/* What mmul.c needs of the engine: the party's dealer seed, whether triples are
+ * sacrificed, the counters, the abort, one dealer fetch (counted; a failure aborts
+ * with "preprocessing"), a toss read as len bytes of joint randomness, and a wide
+ * opening (low 128 bits sent, recorded for the MAC check modulo 2^192). */
+const uint8_t *engine_seed(const struct mpc *p);
+bool engine_sacrifice(const struct mpc *p);
+struct mpc_stats *engine_stats(struct mpc *p);
+int engine_fail(struct mpc *p, int rc, const char *check);
+int engine_fetch(struct mpc *p, const struct mpc_prep_req *req, uint8_t **payload, size_t *len);
+int engine_toss(struct mpc *p, uint8_t *out, size_t len);
+int engine_open_wide(struct mpc *p, const mpc_wshare *a, size_t n, ring128_t *out);
 
 #endif

@@ -6,7 +6,9 @@
  * others at a barrier, then reads what was sent to it. Double buffering by parity
  * means one barrier per round suffices: a party can only write the same parity again
  * two rounds later, after the next barrier, which every party passes only once it
- * has finished reading. An abort (or a timeout) wakes every waiter for good. */
+ * has finished reading. A message that goes to every peer alike (what the engine
+ * mostly sends) is copied once, into the sender's own box, which the others read.
+ * An abort (or a timeout) wakes every waiter for good. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -91,6 +93,7 @@ void mpc_net_get_stats(const struct mpc_net *net, struct mpc_net_stats *st) { *s
 struct mbox {
 	uint8_t *buf;
 	size_t len, cap;
+	bool shared; /* the message is the sender's broadcast copy (its own box) */
 };
 
 struct mpc_hub {
@@ -208,12 +211,25 @@ static int local_exchange(void *impl, const uint8_t *const send[], const size_t 
 	pthread_mutex_unlock(&h->mu);
 	if (dead)
 		return ERR_ABORTED;
+	unsigned first = me == 0 ? 1 : 0;
+	bool bcast = true;
+	for (unsigned j = first + 1; j < h->n; j++)
+		if (j != me && (send[j] != send[first] || send_len[j] != send_len[first]))
+			bcast = false;
 	for (unsigned j = 0; j < h->n; j++) {
-		if (j == me)
+		if (j == me && !bcast)
 			continue;
 		struct mbox *b = &h->box[par][me][j];
-		if (send_len[j] > b->cap) {
-			uint8_t *nb = malloc(send_len[j]);
+		if (bcast && j != me) { /* readers take the copy in box[me][me] */
+			b->len = send_len[j];
+			b->shared = true;
+			continue;
+		}
+		b->shared = false;
+		size_t want = j == me ? send_len[first] : send_len[j];
+		const uint8_t *src = j == me ? send[first] : send[j];
+		if (want > b->cap) {
+			uint8_t *nb = malloc(want);
 			if (!nb) {
 				rc = ERR_NOMEM;
 				break;
@@ -223,11 +239,11 @@ static int local_exchange(void *impl, const uint8_t *const send[], const size_t 
 				free(b->buf);
 			}
 			b->buf = nb;
-			b->cap = send_len[j];
+			b->cap = want;
 		}
-		if (send_len[j])
-			memcpy(b->buf, send[j], send_len[j]);
-		b->len = send_len[j];
+		if (want)
+			memcpy(b->buf, src, want);
+		b->len = want;
 	}
 	pthread_mutex_lock(&h->mu);
 	if (rc != 0)
@@ -246,7 +262,7 @@ static int local_exchange(void *impl, const uint8_t *const send[], const size_t 
 			break;
 		}
 		if (b->len)
-			memcpy(recv[j], b->buf, b->len);
+			memcpy(recv[j], b->shared ? h->box[par][j][j].buf : b->buf, b->len);
 	}
 	if (rc != 0) {
 		pthread_mutex_lock(&h->mu);

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
 #include <sodium.h>
 
 #include "err/err.h"
@@ -27,14 +28,127 @@ void prg_init(struct prg *g, const uint8_t seed[MPC_SEED_BYTES], uint32_t stream
 	g->block = 0;
 }
 
+/* The keystream is RFC 8439 ChaCha20 either way: libcrypto's, whose vectorised code
+ * (AVX-512 where the CPU has it) runs about twice as fast as libsodium's on the
+ * machines we measured (docs/PROTOCOL.md, section 7), and libsodium's when the default
+ * provider offers no ChaCha20 (a FIPS-only configuration). libcrypto takes the 32-bit
+ * block counter and the 96-bit nonce as one 16-byte IV, counter first (little endian),
+ * so both produce the same bytes for the same block. The cipher is fetched once per
+ * process: a fetch per call would cost a provider look-up under a lock. */
+static EVP_CIPHER *chacha;
+static pthread_once_t chacha_once = PTHREAD_ONCE_INIT;
+
+static void chacha_fetch(void) { chacha = EVP_CIPHER_fetch(NULL, "ChaCha20", NULL); }
+
+/* A keystream reader of one PRG stream that can jump to any block, so that a caller
+ * can generate only the blocks it reads. */
+struct ks {
+	const struct prg *g;
+	EVP_CIPHER_CTX *ctx; /* NULL: libsodium */
+	bool keyed;
+};
+
+static int ks_open(struct ks *s, const struct prg *g)
+{
+	pthread_once(&chacha_once, chacha_fetch);
+	s->g = g;
+	s->keyed = false;
+	s->ctx = NULL;
+	if (chacha && !(s->ctx = EVP_CIPHER_CTX_new()))
+		return ERR_NOMEM;
+	return 0;
+}
+
+/* The context's free wipes the key schedule (the provider clears its state). */
+static void ks_close(struct ks *s) { EVP_CIPHER_CTX_free(s->ctx); }
+
+/* len bytes of keystream from block `block` of the stream on (the caller has checked
+ * that the 32-bit counter does not wrap). */
+static int ks_gen(struct ks *s, uint32_t block, uint8_t *out, size_t len)
+{
+	static const uint8_t zero[4096];
+	if (!s->ctx) {
+		memset(out, 0, len);
+		crypto_stream_chacha20_ietf_xor_ic(out, out, len, s->g->nonce, block, s->g->key);
+		return 0;
+	}
+	uint8_t iv[16];
+	for (int i = 0; i < 4; i++)
+		iv[i] = (uint8_t)(block >> (8 * i));
+	memcpy(iv + 4, s->g->nonce, sizeof s->g->nonce);
+	/* keyed once, then only the IV (counter and nonce) moves */
+	int ok = s->keyed ? EVP_EncryptInit_ex2(s->ctx, NULL, NULL, iv, NULL)
+			  : EVP_EncryptInit_ex2(s->ctx, chacha, s->g->key, iv, NULL);
+	s->keyed = ok == 1;
+	/* the keystream is the encryption of zeros: read them from a constant block that
+	 * stays in cache rather than clearing out first */
+	for (size_t off = 0; ok && off < len; off += sizeof zero) {
+		int ol;
+		size_t n = len - off < sizeof zero ? len - off : sizeof zero;
+		ok = EVP_EncryptUpdate(s->ctx, out + off, &ol, zero, (int)n);
+	}
+	return ok ? 0 : ERR_CRYPTO;
+}
+
+/* Blocks that len bytes take, if the stream has that many left. */
+static int prg_blocks(const struct prg *g, uint64_t len, uint32_t *blocks)
+{
+	uint64_t b = (len + 63) / 64;
+	if (b > UINT32_MAX - (uint64_t)g->block)
+		return ERR_RANGE; /* 256 GB per stream: a session must be re-keyed first */
+	*blocks = (uint32_t)b;
+	return 0;
+}
+
 int prg_fill(struct prg *g, uint8_t *out, size_t len)
 {
-	uint64_t blocks = ((uint64_t)len + 63) / 64;
-	if (blocks > UINT32_MAX - (uint64_t)g->block)
-		return ERR_RANGE; /* 256 GB per stream: a session must be re-keyed first */
-	memset(out, 0, len);
-	crypto_stream_chacha20_ietf_xor_ic(out, out, len, g->nonce, g->block, g->key);
-	g->block += (uint32_t)blocks;
+	uint32_t blocks;
+	struct ks s;
+	int rc = prg_blocks(g, len, &blocks);
+	if (rc != 0 || (rc = ks_open(&s, g)) != 0)
+		return rc;
+	rc = ks_gen(&s, g->block, out, len);
+	ks_close(&s);
+	if (rc == 0)
+		g->block += blocks;
+	return rc;
+}
+
+/* prg_fill(g, buf, per * cn) for a chunk of cn items of per bytes, when the caller
+ * reads only the first `need` bytes of each item: only the blocks holding those are
+ * generated (the rest of buf is left as it was and must not be read), the stream
+ * advances as far as prg_fill would. Party 0 reads nothing but the value share of a
+ * comparison or look-up mask's random component from the PRG (the payload brings the
+ * rest), 16 bytes of 8 KB, and so does the dealer for party 0. */
+static int prg_fill_heads(struct prg *g, struct ks *s, uint8_t *buf, size_t per, size_t cn,
+			  size_t need)
+{
+	uint32_t blocks;
+	int rc = prg_blocks(g, (uint64_t)per * cn, &blocks);
+	if (rc != 0)
+		return rc;
+	const size_t end = per * cn;
+	if (per - need < 512) { /* too little to skip: one call */
+		if ((rc = ks_gen(s, g->block, buf, end)) == 0)
+			g->block += blocks;
+		return rc;
+	}
+	size_t r0 = 0, r1 = 0; /* a run of needed blocks [r0, r1) not generated yet */
+	for (size_t u = 0; u <= cn; u++) {
+		size_t b0 = u < cn ? per * u / 64 : SIZE_MAX, b1 = u < cn ? (per * u + need + 63) / 64 : 0;
+		if (u < cn && b0 <= r1) { /* touches the run: extends it */
+			r1 = b1 > r1 ? b1 : r1;
+			continue;
+		}
+		if (r1 > r0) {
+			size_t hi = 64 * r1 < end ? 64 * r1 : end;
+			if ((rc = ks_gen(s, g->block + (uint32_t)r0, buf + 64 * r0, hi - 64 * r0)) != 0)
+				return rc;
+		}
+		r0 = b0;
+		r1 = b1;
+	}
+	g->block += blocks;
 	return 0;
 }
 
@@ -78,6 +192,8 @@ unsigned prep_shares_per_item(const struct mpc_prep_req *req)
 		return MPC_CMP_SHARES;
 	case MPC_PREP_LUT:
 		return 1 + (1u << req->param);
+	case MPC_PREP_MTRIPLE: /* validated: at most MPC_MMUL_MAX_SHARES */
+		return (unsigned)prep_mtriple_shares(req->rows, req->param, req->cols);
 	default:
 		return 1;
 	}
@@ -85,7 +201,7 @@ unsigned prep_shares_per_item(const struct mpc_prep_req *req)
 
 size_t prep_prg_bytes(const struct mpc_prep_req *req)
 {
-	size_t per = req->kind == MPC_PREP_TRIPLE ? 48 : 32; /* value and MAC share */
+	size_t per = req->kind == MPC_PREP_TRIPLE || req->kind == MPC_PREP_MTRIPLE ? 48 : 32;
 	return per * prep_shares_per_item(req);
 }
 
@@ -123,6 +239,10 @@ size_t prep_payload_bytes(unsigned party, const struct mpc_prep_req *req)
 		case MPC_PREP_LUT:
 			per = 16 + 32 * ((size_t)1 << req->param); /* m(r), v and m of each entry */
 			break;
+		case MPC_PREP_MTRIPLE: /* m of A, B, B'; v and m of C, C' (24 bytes each) */
+			per = 24 * (size_t)prep_mtriple_shares(req->rows, req->param, req->cols) +
+			      48 * (size_t)req->rows * req->cols;
+			break;
 		}
 	}
 	if (req->kind == MPC_PREP_INPUT && req->param == party)
@@ -130,11 +250,31 @@ size_t prep_payload_bytes(unsigned party, const struct mpc_prep_req *req)
 	return PREP_HDR_BYTES + per * req->n;
 }
 
+uint64_t prep_mtriple_shares(uint64_t rows, uint64_t inner, uint64_t cols)
+{
+	if (rows > PREP_MAX_DIM || inner > PREP_MAX_DIM || cols > PREP_MAX_DIM)
+		return UINT64_MAX;
+	return rows * inner + 2 * inner * cols + 2 * rows * cols;
+}
+
+/* A batch of matrix triples is bounded in shares (dealer and party memory, payload
+ * size; with m k + 2 k n + 2 m n <= 2^20, the dealer's m k n products per item stay
+ * below 1.1e8 as well). */
+static bool mtriple_valid(const struct mpc_prep_req *req)
+{
+	if (req->n == 0 || req->param == 0 || req->param > PREP_MAX_DIM || req->rows == 0 ||
+	    req->cols == 0 || req->rows > PREP_MAX_DIM || req->cols > PREP_MAX_DIM)
+		return false;
+	uint64_t k = prep_mtriple_shares(req->rows, req->param, req->cols);
+	return k <= MPC_MMUL_MAX_SHARES && (uint64_t)req->n * k <= MPC_MMUL_MAX_SHARES;
+}
+
 bool prep_req_valid(const struct mpc_prep_req *req, unsigned nparties)
 {
 	if (req->n == 0 || req->n > PREP_MAX_BATCH)
 		return false;
-	bool matrix = req->kind == MPC_PREP_MMASK || req->kind == MPC_PREP_MMUL;
+	bool matrix = req->kind == MPC_PREP_MMASK || req->kind == MPC_PREP_MMUL ||
+		      req->kind == MPC_PREP_MTRIPLE;
 	if (!matrix && (req->rows || req->cols))
 		return false;
 	if (matrix && (req->rows == 0 || req->cols == 0 || req->rows > PREP_MAX_DIM ||
@@ -157,6 +297,8 @@ bool prep_req_valid(const struct mpc_prep_req *req, unsigned nparties)
 		/* the body of one batch stays within PREP_MAX_BATCH shares of 32 bytes */
 		return req->param >= 1 && req->param <= MPC_LUT_MAX_BITS &&
 		       (uint64_t)req->n << req->param <= PREP_MAX_BATCH;
+	case MPC_PREP_MTRIPLE:
+		return mtriple_valid(req);
 	default:
 		return false;
 	}
@@ -191,6 +333,26 @@ static size_t chunk_items(size_t per, size_t n)
 	if (c < 2)
 		c = 2;
 	return c < n ? c : n;
+}
+
+/* Value shares at the head of an item that party 0 takes from its PRG: the payload
+ * brings every other share of an item, so the rest of its keystream is never read (0:
+ * read the whole item, for a kind whose corrections are not listed here). */
+static unsigned prg_heads(const struct mpc_prep_req *req)
+{
+	switch (req->kind) {
+	case MPC_PREP_RAND:
+	case MPC_PREP_INPUT:
+	case MPC_PREP_MMASK:
+	case MPC_PREP_TRUNC:
+	case MPC_PREP_CMP:
+	case MPC_PREP_LUT:
+		return 1; /* [r] */
+	case MPC_PREP_MMUL:
+		return req->rows; /* [a] */
+	default:
+		return 0;
+	}
 }
 
 /* Reads party's PRG shares of one item (layout: the item's value shares, then its MAC
@@ -228,23 +390,38 @@ int prep_expand(struct prg *g, unsigned party, const struct mpc_prep_req *req,
 {
 	unsigned k = prep_shares_per_item(req);
 	size_t per = prep_prg_bytes(req);
-	if (req->kind == MPC_PREP_TRIPLE)
-		return ERR_INVALID; /* wide: prep_expand_wide */
+	if (req->kind == MPC_PREP_TRIPLE || req->kind == MPC_PREP_MTRIPLE)
+		return ERR_INVALID; /* wide: prep_expand_wide, prep_expand_mtriple */
 	int rc = check_payload(party, req, payload, len);
 	if (rc != 0)
 		return rc;
+	/* party 0 reads only the heads from its PRG (prg_heads): generating the rest of
+	 * a comparison mask's keystream would be 99% waste */
+	const unsigned heads = party == 0 ? prg_heads(req) : 0;
 	const size_t C = chunk_items(per, req->n);
+	struct ks ks;
 	uint8_t *buf = malloc(per * C);
 	if (!buf)
 		return ERR_NOMEM;
+	if ((rc = ks_open(&ks, g)) != 0) {
+		free(buf);
+		return rc;
+	}
 	const uint8_t *q = payload ? payload + PREP_HDR_BYTES : NULL;
 	for (uint32_t i = 0; i < req->n; i++) {
 		mpc_share *s = out + (size_t)i * k;
-		if (i % C == 0 && (rc = prg_fill(g, buf, per * (req->n - i < C ? req->n - i : C))) != 0)
+		if (i % C == 0 &&
+		    (rc = prg_fill_heads(g, &ks, buf, per, req->n - i < C ? req->n - i : C,
+					 heads ? 16 * (size_t)heads : per)) != 0)
 			goto out;
-		load_item(buf + per * (i % C), k, s);
-		if (party != 0)
-			goto owner;
+		if (!heads) {
+			load_item(buf + per * (i % C), k, s);
+			if (party != 0)
+				goto owner;
+		} else {
+			for (unsigned j = 0; j < heads; j++)
+				s[j].v = ring128_load(buf + per * (i % C) + 16 * j);
+		}
 		switch (req->kind) {
 		case MPC_PREP_RAND:
 		case MPC_PREP_INPUT:
@@ -288,6 +465,7 @@ int prep_expand(struct prg *g, unsigned party, const struct mpc_prep_req *req,
 		}
 	}
 out:
+	ks_close(&ks);
 	sodium_memzero(buf, per * C);
 	free(buf);
 	return rc;
@@ -303,13 +481,19 @@ int prep_expand_wide(struct prg *g, unsigned party, const struct mpc_prep_req *r
 	if (rc != 0)
 		return rc;
 	const size_t C = chunk_items(per, req->n);
+	struct ks ks;
 	uint8_t *buf = malloc(per * C);
 	if (!buf)
 		return ERR_NOMEM;
+	if ((rc = ks_open(&ks, g)) != 0) {
+		free(buf);
+		return rc;
+	}
 	const uint8_t *q = payload ? payload + PREP_HDR_BYTES : NULL;
 	for (uint32_t i = 0; i < req->n; i++) {
 		mpc_wshare *s = out + 3 * (size_t)i;
-		if (i % C == 0 && (rc = prg_fill(g, buf, per * (req->n - i < C ? req->n - i : C))) != 0)
+		if (i % C == 0 &&
+		    (rc = prg_fill_heads(g, &ks, buf, per, req->n - i < C ? req->n - i : C, per)) != 0)
 			goto out;
 		const uint8_t *b = buf + per * (i % C);
 		for (unsigned j = 0; j < 3; j++) {
@@ -325,7 +509,52 @@ int prep_expand_wide(struct prg *g, unsigned party, const struct mpc_prep_req *r
 		}
 	}
 out:
+	ks_close(&ks);
 	sodium_memzero(buf, per * C);
+	free(buf);
+	return rc;
+}
+
+/* Shares of a matrix item read from the PRG at a time: 48 KB, whole 64-byte blocks, so
+ * that reading an item slice by slice gives the keystream of one read of the item. */
+#define MT_SLICE 1024
+
+int prep_expand_mtriple(struct prg *g, unsigned party, const struct mpc_prep_req *req,
+			const uint8_t *payload, size_t len, mpc_wshare *out)
+{
+	if (req->kind != MPC_PREP_MTRIPLE || !mtriple_valid(req))
+		return ERR_INVALID;
+	int rc = check_payload(party, req, payload, len);
+	if (rc != 0)
+		return rc;
+	const size_t K = prep_shares_per_item(req);
+	const size_t R = K - 2 * (size_t)req->rows * req->cols; /* A, B, B': MAC only */
+	uint8_t *buf = malloc(48 * MT_SLICE);
+	if (!buf)
+		return ERR_NOMEM;
+	const uint8_t *q = payload ? payload + PREP_HDR_BYTES : NULL;
+	for (uint32_t t = 0; t < req->n; t++) {
+		mpc_wshare *s = out + (size_t)t * K;
+		for (size_t j0 = 0; j0 < K; j0 += MT_SLICE) {
+			size_t cnt = K - j0 < MT_SLICE ? K - j0 : MT_SLICE;
+			if ((rc = prg_fill(g, buf, 48 * cnt)) != 0)
+				goto out;
+			for (size_t u = 0; u < cnt; u++) {
+				s[j0 + u].v = ring192_load(buf + 48 * u);
+				s[j0 + u].m = ring192_load(buf + 48 * u + 24);
+			}
+		}
+		if (party != 0)
+			continue;
+		for (size_t j = 0; j < R; j++, q += 24)
+			s[j].m = ring192_load(q);
+		for (size_t j = R; j < K; j++, q += 48) {
+			s[j].v = ring192_load(q);
+			s[j].m = ring192_load(q + 24);
+		}
+	}
+out:
+	sodium_memzero(buf, 48 * MT_SLICE);
 	free(buf);
 	return rc;
 }
@@ -368,6 +597,7 @@ struct mpc_dealer {
 	ring192_t walpha; /* the same in Z_2^192 */
 	struct dealer_stream st[DEALER_STREAMS];
 	uint64_t triples_made;
+	uint64_t mtriple_entries; /* entries of C generated so far (fault injection) */
 	uint64_t bytes_out;
 	struct fault fault;
 	pthread_mutex_t mu;
@@ -449,8 +679,7 @@ uint64_t mpc_dealer_bytes_out(struct mpc_dealer *d)
 
 int mpc_dealer_inject(struct mpc_dealer *d, enum mpc_dealer_fault kind, uint64_t item, unsigned bit)
 {
-	if ((kind != MPC_DEALER_FAULT_TRIPLE_VALUE && kind != MPC_DEALER_FAULT_TRIPLE_MAC) ||
-	    bit > 191)
+	if (kind < MPC_DEALER_FAULT_TRIPLE_VALUE || kind > MPC_DEALER_FAULT_MTRIPLE_MAC || bit > 191)
 		return ERR_INVALID;
 	pthread_mutex_lock(&d->mu);
 	d->fault = (struct fault){.kind = kind, .item = item, .bit = bit, .set = true};
@@ -466,6 +695,19 @@ static struct dealer_mask *dealer_mask_find(struct mpc_dealer *d, uint32_t id)
 	return NULL;
 }
 
+/* A keystream reader per party stream, kept for a whole batch (a cipher context per
+ * chunk would cost a context set-up per 32 KB); ks must start zeroed, and closing all
+ * n is safe whether or not this succeeded. */
+static int ks_open_parties(struct ks *ks, struct dealer_stream *ds, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		int rc = ks_open(&ks[i], &ds->prg[i]);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
 /* Triples, in Z_2^192: a and b are the sums of the parties' PRG value shares, c = ab,
  * and party 0 receives its MAC shares of a and b and its value and MAC share of c. */
 static int dealer_generate_triples(struct mpc_dealer *d, struct dealer_stream *ds,
@@ -475,6 +717,7 @@ static int dealer_generate_triples(struct mpc_dealer *d, struct dealer_stream *d
 	uint8_t *buf = malloc(per * C);
 	mpc_wshare *sum = calloc(3 * C, sizeof *sum); /* parties 1..N-1, then + party 0 */
 	mpc_wshare *s0 = calloc(3 * C, sizeof *s0);
+	struct ks ks[MPC_MAX_PARTIES] = {0};
 	int rc = 0;
 	sb->len[0] = prep_payload_bytes(0, req);
 	sb->payload[0] = malloc(sb->len[0]);
@@ -482,6 +725,8 @@ static int dealer_generate_triples(struct mpc_dealer *d, struct dealer_stream *d
 		rc = ERR_NOMEM;
 		goto out;
 	}
+	if ((rc = ks_open_parties(ks, ds, d->n)) != 0)
+		goto out;
 	put_hdr(sb->payload[0], req);
 	uint8_t *q = sb->payload[0] + PREP_HDR_BYTES;
 	const ring192_t a = d->walpha;
@@ -490,7 +735,7 @@ static int dealer_generate_triples(struct mpc_dealer *d, struct dealer_stream *d
 		const size_t cn = n - t0 < C ? n - t0 : C;
 		memset(sum, 0, 3 * cn * sizeof *sum);
 		for (unsigned i = 0; i < d->n; i++) {
-			if ((rc = prg_fill(&ds->prg[i], buf, per * cn)) != 0)
+			if ((rc = prg_fill_heads(&ds->prg[i], &ks[i], buf, per, cn, per)) != 0)
 				goto out;
 			for (size_t t = 0; t < cn; t++)
 				for (unsigned j = 0; j < 3; j++) {
@@ -527,6 +772,8 @@ static int dealer_generate_triples(struct mpc_dealer *d, struct dealer_stream *d
 	}
 	d->triples_made += n;
 out:
+	for (unsigned i = 0; i < d->n; i++)
+		ks_close(&ks[i]);
 	if (buf) {
 		sodium_memzero(buf, per * C);
 		free(buf);
@@ -539,6 +786,96 @@ out:
 		sodium_memzero(s0, 3 * C * sizeof *s0);
 		free(s0);
 	}
+	if (rc != 0)
+		stored_wipe(sb);
+	return rc;
+}
+
+/* c = a b for row-major a (M x K) and b (K x N), in Z_2^192. */
+static void mt_product(ring192_t *c, const ring192_t *a, const ring192_t *b, size_t M, size_t K,
+		       size_t N)
+{
+	memset(c, 0, M * N * sizeof *c);
+	for (size_t i = 0; i < M; i++)
+		for (size_t l = 0; l < K; l++) {
+			const ring192_t ail = a[i * K + l], *brow = b + l * N;
+			ring192_t *crow = c + i * N;
+			for (size_t j = 0; j < N; j++)
+				crow[j] = ring192_add(crow[j], ring192_mul(ail, brow[j]));
+		}
+}
+
+/* Matrix triples, in Z_2^192 as the triples are (the sacrifice checks 128-bit values):
+ * A, B and B' are the sums of the parties' PRG value shares, C = A B and C' = A B'
+ * are computed here, and party 0 receives its MAC shares of A, B, B' and its value
+ * and MAC shares of C and C'. An item may hold up to MPC_MMUL_MAX_SHARES shares, so
+ * the parties' PRG shares are read in slices and summed as they come. */
+static int dealer_generate_mtriples(struct mpc_dealer *d, struct dealer_stream *ds,
+				    const struct mpc_prep_req *req, struct stored_batch *sb)
+{
+	const size_t M = req->rows, Kd = req->param, Nc = req->cols;
+	const size_t nA = M * Kd, nB = Kd * Nc, nC = M * Nc, R = nA + 2 * nB, K = R + 2 * nC;
+	uint8_t *buf = malloc(48 * MT_SLICE);
+	/* val: every party's value shares of A, B, B' (so the full values) and parties
+	 * 1..N-1's of C, C'; mac: parties 1..N-1's MAC shares */
+	ring192_t *val = malloc(K * sizeof *val), *mac = malloc(K * sizeof *mac);
+	ring192_t *prod = malloc(nC * sizeof *prod);
+	int rc = 0;
+	sb->len[0] = prep_payload_bytes(0, req);
+	sb->payload[0] = malloc(sb->len[0]);
+	if (!buf || !val || !mac || !prod || !sb->payload[0]) {
+		rc = ERR_NOMEM;
+		goto out;
+	}
+	put_hdr(sb->payload[0], req);
+	uint8_t *q = sb->payload[0] + PREP_HDR_BYTES;
+	const ring192_t a = d->walpha;
+	const bool mfault = d->fault.set && (d->fault.kind == MPC_DEALER_FAULT_MTRIPLE_VALUE ||
+					     d->fault.kind == MPC_DEALER_FAULT_MTRIPLE_MAC);
+	ring192_t e = {{0, 0, 0}};
+	if (mfault)
+		e.w[d->fault.bit / 64] = (uint64_t)1 << (d->fault.bit % 64);
+	for (uint32_t t = 0; t < req->n; t++) {
+		memset(val, 0, K * sizeof *val);
+		memset(mac, 0, K * sizeof *mac);
+		for (unsigned i = 0; i < d->n; i++)
+			for (size_t j0 = 0; j0 < K; j0 += MT_SLICE) {
+				size_t cnt = K - j0 < MT_SLICE ? K - j0 : MT_SLICE;
+				if ((rc = prg_fill(&ds->prg[i], buf, 48 * cnt)) != 0)
+					goto out;
+				for (size_t u = 0; u < cnt; u++) {
+					size_t j = j0 + u;
+					if (i == 0 && j >= R)
+						break; /* party 0's shares of C, C' are replaced */
+					val[j] = ring192_add(val[j], ring192_load(buf + 48 * u));
+					if (i != 0)
+						mac[j] = ring192_add(mac[j], ring192_load(buf + 48 * u + 24));
+				}
+			}
+		for (size_t j = 0; j < R; j++, q += 24)
+			ring192_store(q, ring192_sub(ring192_mul(a, val[j]), mac[j]));
+		for (size_t w = 0; w < 2; w++) { /* C = A B, then C' = A B' */
+			mt_product(prod, val, val + nA + w * nB, M, Kd, Nc);
+			const ring192_t *ov = val + R + w * nC, *om = mac + R + w * nC;
+			for (size_t x = 0; x < nC; x++, q += 48) {
+				ring192_t c = prod[x];
+				bool fault = mfault && w == 0 && d->fault.item == d->mtriple_entries + x;
+				if (fault && d->fault.kind == MPC_DEALER_FAULT_MTRIPLE_VALUE)
+					c = ring192_add(c, e); /* a wrong C whose MAC matches */
+				ring192_t m0 = ring192_sub(ring192_mul(a, c), om[x]);
+				if (fault && d->fault.kind == MPC_DEALER_FAULT_MTRIPLE_MAC)
+					m0 = ring192_add(m0, e);
+				ring192_store(q, ring192_sub(c, ov[x]));
+				ring192_store(q + 24, m0);
+			}
+		}
+		d->mtriple_entries += nC;
+	}
+out:
+	mpc_wipe_free(buf, 48 * MT_SLICE);
+	mpc_wipe_free(val, K * sizeof *val);
+	mpc_wipe_free(mac, K * sizeof *mac);
+	mpc_wipe_free(prod, nC * sizeof *prod);
 	if (rc != 0)
 		stored_wipe(sb);
 	return rc;
@@ -561,6 +898,8 @@ static int dealer_generate(struct mpc_dealer *d, struct dealer_stream *ds,
 	sb->req = *req;
 	if (req->kind == MPC_PREP_TRIPLE)
 		return dealer_generate_triples(d, ds, req, sb);
+	if (req->kind == MPC_PREP_MTRIPLE)
+		return dealer_generate_mtriples(d, ds, req, sb);
 	if (req->kind == MPC_PREP_MMASK && dealer_mask_find(d, req->param))
 		return ERR_PROTOCOL; /* a mask id is used once per session */
 	if (req->kind == MPC_PREP_MMUL) {
@@ -569,6 +908,7 @@ static int dealer_generate(struct mpc_dealer *d, struct dealer_stream *ds,
 			return ERR_PROTOCOL;
 	}
 	const size_t C = chunk_items(per, n);
+	struct ks ks[MPC_MAX_PARTIES] = {0};
 	buf = malloc(per * C);
 	sh = calloc(C * k * d->n, sizeof *sh); /* [party][item of the chunk][component] */
 	vo = calloc(k, sizeof *vo);
@@ -580,6 +920,8 @@ static int dealer_generate(struct mpc_dealer *d, struct dealer_stream *ds,
 		rc = ERR_NOMEM;
 		goto out;
 	}
+	if ((rc = ks_open_parties(ks, ds, d->n)) != 0)
+		goto out;
 	unsigned owner = req->kind == MPC_PREP_INPUT ? req->param : 0;
 	for (int w = 0; w < 2; w++) {
 		unsigned who = w == 0 ? 0 : owner;
@@ -596,27 +938,38 @@ static int dealer_generate(struct mpc_dealer *d, struct dealer_stream *ds,
 	uint8_t *q0 = sb->payload[0] + PREP_HDR_BYTES;
 	uint8_t *qo = sb->payload[1] ? sb->payload[1] + PREP_HDR_BYTES : NULL;
 	const ring128_t a = d->alpha;
+	/* party 0's shares other than the heads are replaced by its corrections, so only
+	 * the heads are read of its stream (as party 0 itself does) */
+	const unsigned heads = prg_heads(req), nh = heads ? heads : k;
+	mpc_share *osum = sh, *h0 = sh + C * k; /* per item of the chunk */
 	for (size_t t = 0; t < n; t++) {
-		if (t % C == 0) /* every party's PRG shares of the next chunk */
-			for (unsigned i = 0; i < d->n; i++) {
-				size_t cn = n - t < C ? n - t : C;
-				if ((rc = prg_fill(&ds->prg[i], buf, per * cn)) != 0)
+		if (t % C == 0) { /* the next chunk: sums over parties 1..N-1, party 0's heads */
+			size_t cn = n - t < C ? n - t : C;
+			memset(osum, 0, cn * k * sizeof *osum);
+			for (unsigned i = 1; i < d->n; i++) {
+				if ((rc = prg_fill_heads(&ds->prg[i], &ks[i], buf, per, cn, per)) != 0)
 					goto out;
 				for (size_t u = 0; u < cn; u++)
-					load_item(buf + per * u, k, sh + ((size_t)i * C + u) * k);
+					for (unsigned j = 0; j < k; j++) {
+						const uint8_t *b = buf + per * u;
+						osum[u * k + j].v += ring128_load(b + 16 * j);
+						osum[u * k + j].m += ring128_load(b + 16 * (k + j));
+					}
 			}
-		/* sums over parties 1..N-1 (fixed), and the full random values */
-		memset(vo, 0, k * sizeof *vo);
-		memset(mo, 0, k * sizeof *mo);
-		for (unsigned i = 1; i < d->n; i++) {
-			const mpc_share *si = sh + ((size_t)i * C + t % C) * k;
-			for (unsigned j = 0; j < k; j++) {
-				vo[j] += si[j].v;
-				mo[j] += si[j].m;
-			}
+			if ((rc = prg_fill_heads(&ds->prg[0], &ks[0], buf, per, cn, 16 * (size_t)nh)) != 0)
+				goto out;
+			for (size_t u = 0; u < cn; u++)
+				for (unsigned j = 0; j < nh; j++)
+					h0[u * k + j].v = ring128_load(buf + per * u + 16 * j);
 		}
-		const mpc_share *s0 = sh + (t % C) * k;
-		for (unsigned j = 0; j < k; j++)
+		/* the fixed sums of parties 1..N-1, and the full random values (the other
+		 * components of full are set below, per kind) */
+		const mpc_share *o = osum + (t % C) * k, *s0 = h0 + (t % C) * k;
+		for (unsigned j = 0; j < k; j++) {
+			vo[j] = o[j].v;
+			mo[j] = o[j].m;
+		}
+		for (unsigned j = 0; j < nh; j++)
 			full[j] = vo[j] + s0[j].v;
 		switch (req->kind) {
 		case MPC_PREP_RAND:
@@ -705,6 +1058,8 @@ static int dealer_generate(struct mpc_dealer *d, struct dealer_stream *ds,
 		bstore = NULL;
 	}
 out:
+	for (unsigned i = 0; i < d->n; i++)
+		ks_close(&ks[i]);
 	if (buf) {
 		sodium_memzero(buf, per * C);
 		free(buf);

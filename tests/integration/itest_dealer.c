@@ -257,7 +257,7 @@ struct party {
 	char err[512];
 	int64_t done_ms;
 	uint64_t iterations;
-	ring64_t prod[NV], fx[NV], lt[NV], mm[MM * MC];
+	ring64_t prod[NV], fx[NV], lt[NV], mm[MM * MC], pm[MM * MC], pm2[MM * MC];
 	struct mpc_stats st;
 };
 
@@ -286,6 +286,12 @@ static int program(struct party *p)
 		goto out;
 	if ((rc = mpc_fmat_new(m, w, MR, MC, &fm)) != 0 || (rc = mpc_fmat_mul(m, fm, mo, x, MM)) != 0 ||
 	    (rc = mpc_reveal(m, p->mm, mo, MM * MC)) != 0)
+		goto out;
+	/* the plain product of two secrets, one triple inline, one from a prefill */
+	if ((rc = mpc_matmul(m, mo, x, w, MM, MR, MC)) != 0 || (rc = mpc_reveal(m, p->pm, mo, MM * MC)) != 0)
+		goto out;
+	if ((rc = mpc_matmul_prefill(m, MM, MR, MC, 2)) != 0 || (rc = mpc_matmul(m, mo, y, w, MM, MR, MC)) != 0 ||
+	    (rc = mpc_reveal(m, p->pm2, mo, MM * MC)) != 0)
 		goto out;
 out:
 	mpc_fmat_free(fm);
@@ -418,6 +424,12 @@ START_TEST(test_program_matches_inprocess)
 				for (int k = 0; k < MR; k++)
 					acc += X[r * MR + k] * W[k * MC + c];
 				ck_assert_uint_eq(svc[i].mm[r * MC + c], acc);
+				ck_assert_uint_eq(svc[i].pm[r * MC + c], acc);
+				ring64_t acc2 = 0;
+				for (int k = 0; k < MR; k++)
+					acc2 += Y[r * MR + k] * W[k * MC + c];
+				ck_assert_uint_eq(svc[i].pm2[r * MC + c], acc2);
+				ck_assert_uint_eq(loc[i].pm2[r * MC + c], acc2);
 				ck_assert_uint_eq(svc[i].mm[r * MC + c], loc[i].mm[r * MC + c]);
 			}
 		/* The same preprocessing flowed: same rounds, bytes and consumption. */
@@ -431,6 +443,11 @@ START_TEST(test_program_matches_inprocess)
 	}
 	ck_assert_uint_gt(svc[0].st.cmps, 0);
 	ck_assert_uint_gt(svc[0].st.triples_sacrificed, 0);
+	for (unsigned i = 0; i < NP; i++) { /* matrix triples through the service (kind 9, unpooled) */
+		ck_assert_uint_eq(svc[i].st.mtriples, 2);
+		ck_assert_uint_eq(svc[i].st.mtriples_sacrificed, 3);
+		ck_assert_uint_eq(svc[i].st.mtriples, loc[i].st.mtriples);
+	}
 	json_t *ses = get_session(url, "prog");
 	ck_assert_uint_eq((uint64_t)json_integer_value(json_object_get(ses, "bytes_served")), prep_in);
 	for (unsigned i = 0; i < NP; i++)
