@@ -402,4 +402,19 @@ int reg_party_status_parse(const char *s, enum reg_party_status *out);
 /* Whether s is an identifier of the given prefix ("ses_", "mdl_", "pty_", "key_"). */
 bool reg_id_ok(const char *s, const char *prefix);
 
+/* ---- the parties' name of a session ----
+ * The parties name a session with 32 lowercase hex digits (16 bytes, also the session
+ * id every clientio message is bound to); the registry names it "ses_" + 16 hex. This
+ * is the one mapping between the two, used by whoever opens a session at the parties
+ * (the session service), whoever relays to them (the gateway) and the client, which
+ * computes it itself:
+ *
+ *   hex(first 16 bytes of SHA-256("mimir.party-session.v1" || ses_id))
+ *
+ * (the domain string without its NUL, then the 20 bytes of the id). Deterministic, so
+ * nobody stores it; domain-separated, so it is no other use of a hash of the id.
+ * ERR_INVALID when ses_id is not a session id. */
+#define REG_PARTY_SESSION_HEX 32
+int reg_party_session_id(const char *ses_id, char out[REG_PARTY_SESSION_HEX + 1]);
+
 #endif

@@ -29,6 +29,9 @@ struct session_settings session_settings = {
 	.key_default_ttl_s = 0,
 	.key_max_ttl_s = REG_TTL_MAX_S,
 	.dealer_timeout_ms = 5000,
+	.parties_provision = true,
+	.parties_timeout_ms = 5000,
+	.parties_init_timeout_ms = 120000,
 };
 
 static const struct jspec_field config_spec[] = {
@@ -50,6 +53,14 @@ static const struct jspec_field config_spec[] = {
 	JSPEC_STR("dealer.key", false, 1, 4096, &session_settings.dealer_key),
 	JSPEC_STR("dealer.pin", false, 64, 64, &session_settings.dealer_pin),
 	JSPEC_I64("dealer.timeout_ms", false, 100, 600000, &session_settings.dealer_timeout_ms),
+	JSPEC_BOOLEAN("parties.provision", false, &session_settings.parties_provision),
+	JSPEC_STR("parties.ca", false, 1, 4096, &session_settings.parties_ca),
+	JSPEC_STR("parties.cert", false, 1, 4096, &session_settings.parties_cert),
+	JSPEC_STR("parties.key", false, 1, 4096, &session_settings.parties_key),
+	JSPEC_STR("parties.dealer_url", false, 9, 255, &session_settings.parties_dealer_url),
+	JSPEC_I64("parties.timeout_ms", false, 100, 600000, &session_settings.parties_timeout_ms),
+	JSPEC_I64("parties.init_timeout_ms", false, 1000, 86400000,
+		  &session_settings.parties_init_timeout_ms),
 	JSPEC_END_F,
 };
 

@@ -44,6 +44,12 @@ struct session_settings {
 	/* The dealer the provisioner tells about sessions (provision.c); NULL: none. */
 	const char *dealer_url, *dealer_ca, *dealer_cert, *dealer_key, *dealer_pin;
 	int64_t dealer_timeout_ms;
+	/* The parties it opens sessions at (provision_parties.c): client CA, certificate
+	 * and key (NULL: the dealer.* ones), the dealer URL handed to the parties (NULL:
+	 * dealer.url), request and initialisation bounds. */
+	bool parties_provision;
+	const char *parties_ca, *parties_cert, *parties_key, *parties_dealer_url;
+	int64_t parties_timeout_ms, parties_init_timeout_ms;
 };
 
 extern struct session_settings session_settings;
@@ -72,9 +78,10 @@ struct session_ctx {
 
 struct metrics;
 struct session_prov;
-/* Starts the thread that posts CREATED sessions to the dealer and deletes closed ones
- * there; *out stays NULL (and 0 is returned) when dealer.url is not set. ERR_CONFIG
- * for an incomplete dealer configuration (logged). */
+/* Starts the thread that posts CREATED sessions to the dealer, then opens them at their
+ * parties and follows them to ready (or failed), and deletes closed and failed ones at
+ * the dealer and the parties; *out stays NULL (and 0 is returned) when dealer.url is
+ * not set. ERR_CONFIG for an incomplete configuration (logged). */
 int session_prov_start(struct session_ctx *c, struct metrics *m, struct session_prov **out);
 /* Wakes it now (a session was created or closed). NULL: no-op. */
 void session_prov_kick(struct session_prov *p);
