@@ -16,8 +16,8 @@
 #include "err/err.h"
 #include "gateway.h"
 
-/* The model's {id, name, dims}: a new reference, or NULL after replying. */
-static json_t *model_facts(struct http_req *r, struct gw_ctx *c, const char *id)
+/* The model facts of gateway.h (gw_model_facts), cached here. */
+json_t *gw_model_facts(struct http_req *r, struct gw_ctx *c, const char *id)
 {
 	json_t *f = NULL;
 	pthread_mutex_lock(&c->models_mu);
@@ -134,7 +134,7 @@ int gw_client_session_get(struct http_req *r, void *ctx)
 	const char *mid = json_string_value(json_object_get(s, "model"));
 	json_t *view = NULL;
 	if (mid && gw_id_ok(mid, "mdl_")) {
-		json_t *m = model_facts(r, c, mid);
+		json_t *m = gw_model_facts(r, c, mid);
 		if (!m) { /* replied */
 			json_decref(s);
 			httpc_resp_free(&resp);

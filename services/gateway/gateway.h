@@ -2,16 +2,18 @@
  * administrator's (/admin/v1/..., its own credential: a client certificate with role
  * admin, or an admin bearer token the gateway stores only hashed), forwarded to the
  * session service over mutual TLS with the administrator named in X-Mimir-Actor; and
- * the client's (/v1/...), authenticated by an API key the session service verifies.
+ * the client's (/v1/...), authenticated by an API key the session service verifies:
+ * reading a session, and generations relayed between the client and the parties.
  * Around both: per-credential token-bucket rate limits, body limits, CORS for browser
  * clients, problem+json for every refusal.
  *
  * This header is shared by the service's files: settings, context, the edge helpers
  * every handler goes through (CORS, credentials, limits, the upstream pool) and the
- * handlers of the route table. The client's token stream (generations relayed from
- * the parties as server-sent events) is not built yet; it slots in as one more file of
- * handlers that starts with gw_client_auth(), like gw_client_session_get(), and keeps
- * its per-generation sse_log in the context (see docs/GATEWAY.md). */
+ * handlers of the route table. The client's generations are relayed between the client
+ * and the session's parties by relay.c (one reader thread per party event stream, the
+ * parties' sealed parts combined per token into one event of the client's stream, kept
+ * for resumption in a per-generation event log, events.c); stream.c holds their
+ * handlers. */
 #ifndef MIMIR_GATEWAY_H
 #define MIMIR_GATEWAY_H
 
@@ -20,8 +22,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "clientio/clientio.h"
 #include "http/http.h"
 #include "httpc/httpc.h"
+#include "mpc/mpc.h"
+#include "registry/registry.h"
 
 struct metric;
 struct metric_series;
@@ -39,6 +44,12 @@ struct metrics;
 /* API keys, as the session service issues them: "mimir_sk_" + 16 hex + "_" + 43 base64url. */
 #define GW_KEY_PREFIX "mimir_sk_"
 #define GW_KEY_LEN 69
+/* Generations: ids are 32 lowercase hex digits (16 random bytes, the clientio
+ * generation id); the largest INPUT message a generation can have (every party's tag,
+ * CIO_MAX_VALUES values). */
+#define GW_GEN_HEX 32
+#define GW_INPUT_MAX (CIO_HDR_BYTES + 8 * (size_t)CIO_MAX_VALUES + CIO_SEED_BYTES + \
+		      MPC_MAX_PARTIES * CIO_TAG_BYTES)
 
 struct gw_settings {
 	/* The session service. */
@@ -59,6 +70,17 @@ struct gw_settings {
 	const char *cors_origins; /* comma-separated origins, "*" for any, "" for none */
 	bool cors_admin;          /* CORS on the admin API too */
 	int64_t cors_max_age_s;
+	/* The parties, for generations: mutual TLS with the gateway's certificate (default:
+	 * the session.* files), each party pinned to the fingerprint the registry has. */
+	const char *parties_ca, *parties_cert, *parties_key;
+	int64_t parties_timeout_ms, parties_connect_timeout_ms;
+	int64_t parties_stream_retries; /* reconnections to a party's event stream */
+	/* The client's event streams. */
+	int64_t stream_heartbeat_ms;
+	int64_t stream_abandon_ms;      /* no client attached this long: cancel at the parties */
+	int64_t stream_max_generations; /* unfinished generations at once */
+	int64_t stream_buffer_bytes;    /* replay buffer per generation, and how far a client may lag */
+	int64_t stream_keep_ms;         /* a finished generation stays this long for resumption */
 };
 
 extern struct gw_settings gw_settings;
@@ -89,6 +111,90 @@ int gw_upstream_call(struct gw_upstream *u, struct http_req *r, const char *meth
  * not. */
 bool gw_upstream_ready(struct gw_upstream *u, char *why, size_t cap);
 
+/* ---- the event log of one generation (events.c) ----
+ * Consecutive ids from 1; the last max_events / max_bytes events are kept. */
+struct gw_evlog;
+struct gw_evlog *gw_evlog_new(size_t max_events, size_t max_bytes);
+/* Closes every attached stream and frees. Accepts NULL. */
+void gw_evlog_free(struct gw_evlog *l);
+/* Appends an event and writes it to every attached stream (streams whose client has
+ * gone are released). ERR_INVALID once finished. */
+int gw_evlog_append(struct gw_evlog *l, const char *event, const char *data, size_t len, uint64_t *id);
+/* Takes the caller's reference to st: writes the events with id > after, then keeps st
+ * attached (or closes it when the log is finished). ERR_INVALID when after is beyond
+ * the last id, ERR_RANGE when an event after it has left the buffer, ERR_NOMEM: st then
+ * stays the caller's. */
+int gw_evlog_attach(struct gw_evlog *l, struct http_stream *st, uint64_t after);
+/* No more events: attached streams end once written. */
+void gw_evlog_finish(struct gw_evlog *l);
+uint64_t gw_evlog_last_id(struct gw_evlog *l);
+/* Releases the streams whose client has gone; returns how many remain. */
+size_t gw_evlog_clients(struct gw_evlog *l);
+
+/* ---- generations relayed to the parties (relay.c) ---- */
+struct gw_relay; /* the table of generations, the janitor thread */
+struct gw_gen;   /* one generation: refcounted, see gw_gen_put */
+
+struct gw_party_ep {
+	unsigned index;
+	char identity[REG_NAME_MAX + 1];
+	char url[REG_ENDPOINT_MAX + 1];
+	uint8_t fp[32]; /* SHA-256 of the party's certificate, pinned */
+};
+
+/* What starts a generation: checked by the handler against the registry. */
+struct gw_gen_spec {
+	const char *session;    /* ses_... */
+	const char *key_id;     /* the API key that starts it; only it may use it */
+	const char *request_id; /* of the starting request, carried into error events */
+	unsigned nparties;
+	struct gw_party_ep ep[MPC_MAX_PARTIES];
+	uint8_t client_pk[CIO_KEY_BYTES];
+	uint32_t slots, max_tokens, n_in;
+	json_t *sampling; /* borrowed: the parties' sampling object */
+};
+
+/* Why an operation was refused: the problem to answer with. */
+struct gw_fail {
+	int code;
+	unsigned status;
+	char detail[480];
+	char field[48]; /* "" when no field is at fault */
+};
+
+struct gw_relay_metrics {
+	struct metric *outcomes;             /* generations ended, by outcome */
+	struct metric_series *running;       /* gauge: unfinished generations */
+	struct metric_series *tokens;        /* token events relayed */
+	struct metric_series *resumes;       /* clients reattached with Last-Event-ID */
+	struct metric_series *abandoned;     /* generations cancelled for want of a client */
+};
+
+int gw_relay_new(struct gw_relay **out, const struct gw_settings *s, const struct gw_relay_metrics *m);
+/* Cancels the unfinished generations at their parties, waits briefly for the reader
+ * threads and frees what no thread holds any more. Accepts NULL. */
+void gw_relay_free(struct gw_relay *rl);
+
+/* Starts a generation at every party of the spec and its reader threads. On success
+ * *out holds a reference (gw_gen_put); on failure f says what to answer. */
+int gw_gen_start(struct gw_relay *rl, const struct gw_gen_spec *sp, struct gw_gen **out, struct gw_fail *f);
+/* The generation gid of session, started with key_id, with a reference; NULL when
+ * there is none (or it belongs to another key). */
+struct gw_gen *gw_gen_find(struct gw_relay *rl, const char *session, const char *gid, const char *key_id);
+void gw_gen_put(struct gw_gen *g);
+const char *gw_gen_id(const struct gw_gen *g);
+/* Its public view (the Generation schema). */
+json_t *gw_gen_json(struct gw_gen *g);
+uint64_t gw_gen_last_event(struct gw_gen *g);
+/* How far a client's stream may fall behind: the whole replay buffer, and more. */
+size_t gw_gen_stream_buffer(const struct gw_gen *g);
+/* Attaches a client stream (see gw_evlog_attach). */
+int gw_gen_attach(struct gw_gen *g, struct http_stream *st, uint64_t after);
+/* Relays the client's INPUT message to every party unchanged. */
+int gw_gen_input(struct gw_gen *g, const void *msg, size_t len, struct gw_fail *f);
+/* Asks every party to stop at the next token boundary. */
+int gw_gen_cancel(struct gw_gen *g, struct gw_fail *f);
+
 /* ---- the service context ---- */
 struct gw_token {
 	char name[GW_NAME_MAX + 1];
@@ -116,6 +222,8 @@ struct gw_ctx {
 	size_t n_models;
 	struct metric *m_auth_fail, *m_limited, *m_upstream, *m_upstream_fault, *m_preflight;
 	struct metric_series *m_upstream_s, *m_cache_hit, *m_cache_miss;
+	struct gw_relay *relay;
+	struct gw_relay_metrics rm;
 };
 
 /* ---- the edge (edge.c, cors.c, auth.c) ---- */
@@ -162,6 +270,9 @@ int gw_upstream_fail(struct http_req *r, struct gw_ctx *c, int rc, const struct 
 /* Relays an upstream answer (JSON or problem+json) as it is; secret: the body carries
  * a secret (a new API key), so the server's copy is wiped once sent. */
 int gw_relay(struct http_req *r, struct gw_ctx *c, const struct httpc_resp *resp, bool secret);
+/* The model's facts {id, name, dims} (cached: they never change): a new reference, or
+ * NULL after replying with the problem. */
+json_t *gw_model_facts(struct http_req *r, struct gw_ctx *c, const char *id);
 /* Whether s is an object id of the registry ("ses_" + 16 lowercase hex digits). */
 bool gw_id_ok(const char *s, const char *prefix);
 int64_t gw_now_ms(void);
@@ -170,5 +281,11 @@ int64_t gw_now_ms(void);
 int gw_admin_forward(struct http_req *r, void *ctx); /* every /admin/v1 route of the registry */
 int gw_admin_whoami(struct http_req *r, void *ctx);
 int gw_client_session_get(struct http_req *r, void *ctx);
+/* stream.c: the client's generations */
+int gw_gen_create(struct http_req *r, void *ctx);
+int gw_gen_get(struct http_req *r, void *ctx);
+int gw_gen_events(struct http_req *r, void *ctx);
+int gw_gen_post_input(struct http_req *r, void *ctx);
+int gw_gen_post_cancel(struct http_req *r, void *ctx);
 
 #endif

@@ -1,6 +1,7 @@
 /* mimir-gateway: configuration, route table and lifecycle (the upstream pool, the
- * administrators' token hashes, the CORS origins, the rate-limit table, readiness
- * from the session service); handlers live beside it. */
+ * administrators' token hashes, the CORS origins, the rate-limit table, the relay of
+ * generations to the parties, readiness from the session service); handlers live
+ * beside it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,14 @@ struct gw_settings gw_settings = {
 	.limit_buckets = 65536,
 	.cors_origins = "",
 	.cors_max_age_s = 600,
+	.parties_timeout_ms = 5000,
+	.parties_connect_timeout_ms = 1000,
+	.parties_stream_retries = 3,
+	.stream_heartbeat_ms = 15000,
+	.stream_abandon_ms = 10000,
+	.stream_max_generations = 64,
+	.stream_buffer_bytes = 4 << 20,
+	.stream_keep_ms = 120000,
 };
 
 static const struct jspec_field config_spec[] = {
@@ -51,12 +60,24 @@ static const struct jspec_field config_spec[] = {
 	JSPEC_STR("cors.origins", false, 0, 4096, &gw_settings.cors_origins),
 	JSPEC_BOOLEAN("cors.admin", false, &gw_settings.cors_admin),
 	JSPEC_I64("cors.max_age_s", false, 0, 86400, &gw_settings.cors_max_age_s),
+	JSPEC_STR("parties.ca", false, 1, 4096, &gw_settings.parties_ca),
+	JSPEC_STR("parties.cert", false, 1, 4096, &gw_settings.parties_cert),
+	JSPEC_STR("parties.key", false, 1, 4096, &gw_settings.parties_key),
+	JSPEC_I64("parties.timeout_ms", false, 100, 600000, &gw_settings.parties_timeout_ms),
+	JSPEC_I64("parties.connect_timeout_ms", false, 50, 60000, &gw_settings.parties_connect_timeout_ms),
+	JSPEC_I64("parties.stream_retries", false, 0, 10, &gw_settings.parties_stream_retries),
+	JSPEC_I64("stream.heartbeat_ms", false, 100, 600000, &gw_settings.stream_heartbeat_ms),
+	JSPEC_I64("stream.abandon_ms", false, 100, 3600000, &gw_settings.stream_abandon_ms),
+	JSPEC_I64("stream.max_generations", false, 1, 100000, &gw_settings.stream_max_generations),
+	JSPEC_I64("stream.buffer_bytes", false, 64 << 10, 1LL << 30, &gw_settings.stream_buffer_bytes),
+	JSPEC_I64("stream.keep_ms", false, 0, 86400000, &gw_settings.stream_keep_ms),
 	JSPEC_END_F,
 };
 
 /* Every path answers OPTIONS (CORS preflights); bodies are bounded per operation, at
  * the registry's own limits. */
 #define A GW_ADMIN_PREFIX
+#define G "/v1/sessions/{id}/generations"
 #define NOBODY 1024
 const struct http_route gw_routes[] = {
 	{"GET", A "/whoami", gw_admin_whoami, 0, NOBODY, HTTP_ROUTE_PUBLIC},
@@ -81,6 +102,11 @@ const struct http_route gw_routes[] = {
 	{"GET", A "/audit/head", gw_admin_forward, 0, NOBODY, HTTP_ROUTE_PUBLIC},
 	{"GET", A "/audit/verify", gw_admin_forward, 0, NOBODY, HTTP_ROUTE_PUBLIC},
 	{"GET", "/v1/sessions/{id}", gw_client_session_get, 0, NOBODY, HTTP_ROUTE_PUBLIC},
+	{"POST", G, gw_gen_create, 0, 16 * 1024, HTTP_ROUTE_PUBLIC},
+	{"GET", G "/{g}", gw_gen_get, 0, NOBODY, HTTP_ROUTE_PUBLIC},
+	{"GET", G "/{g}/events", gw_gen_events, 0, NOBODY, HTTP_ROUTE_PUBLIC},
+	{"POST", G "/{g}/input", gw_gen_post_input, 0, GW_INPUT_MAX, HTTP_ROUTE_PUBLIC},
+	{"POST", G "/{g}/cancel", gw_gen_post_cancel, 0, NOBODY, HTTP_ROUTE_PUBLIC},
 	{"OPTIONS", A "/whoami", gw_preflight, 0, NOBODY, HTTP_ROUTE_PUBLIC},
 	{"OPTIONS", A "/models", gw_preflight, 0, NOBODY, HTTP_ROUTE_PUBLIC},
 	{"OPTIONS", A "/models/{id}", gw_preflight, 0, NOBODY, HTTP_ROUTE_PUBLIC},
@@ -97,9 +123,15 @@ const struct http_route gw_routes[] = {
 	{"OPTIONS", A "/audit/head", gw_preflight, 0, NOBODY, HTTP_ROUTE_PUBLIC},
 	{"OPTIONS", A "/audit/verify", gw_preflight, 0, NOBODY, HTTP_ROUTE_PUBLIC},
 	{"OPTIONS", "/v1/sessions/{id}", gw_preflight, 0, NOBODY, HTTP_ROUTE_PUBLIC},
+	{"OPTIONS", G, gw_preflight, 0, NOBODY, HTTP_ROUTE_PUBLIC},
+	{"OPTIONS", G "/{g}", gw_preflight, 0, NOBODY, HTTP_ROUTE_PUBLIC},
+	{"OPTIONS", G "/{g}/events", gw_preflight, 0, NOBODY, HTTP_ROUTE_PUBLIC},
+	{"OPTIONS", G "/{g}/input", gw_preflight, 0, NOBODY, HTTP_ROUTE_PUBLIC},
+	{"OPTIONS", G "/{g}/cancel", gw_preflight, 0, NOBODY, HTTP_ROUTE_PUBLIC},
 	{NULL, NULL, NULL, 0, 0, 0},
 };
 #undef A
+#undef G
 
 static int bad_config(const char *key, const char *detail)
 {
@@ -150,6 +182,7 @@ static void fini(void *ctx)
 	struct gw_ctx *c = ctx;
 	if (!c)
 		return;
+	gw_relay_free(c->relay); /* first: it cancels what still runs at the parties */
 	gw_upstream_free(c->up);
 	gw_limits_free(c->limits);
 	gw_key_cache_free(c->keys);
@@ -213,6 +246,38 @@ static int init(void **out, struct metrics *m)
 		rc = gw_key_cache_new(&c->keys);
 	if (rc == 0)
 		rc = gw_upstream_new(&c->up, s, c->m_upstream);
+	/* The parties trust the gateway's own certificate: by default the one it shows
+	 * the session service. */
+	c->set.parties_ca = s->parties_ca ? s->parties_ca : s->session_ca;
+	c->set.parties_cert = s->parties_cert ? s->parties_cert : s->session_cert;
+	c->set.parties_key = s->parties_key ? s->parties_key : s->session_key;
+	if (rc == 0 && (!c->set.parties_ca || !c->set.parties_cert || !c->set.parties_key))
+		LOG_WARN("gateway.no_party_tls",
+			 LOG_S("detail", "parties.ca, parties.cert and parties.key (or session.*) are unset: "
+					 "generations cannot reach the parties, whose API is mutual TLS only"));
+	struct metric *gens = metrics_counter(m, "mimir_gateway_generations_total",
+					      "Generations relayed, by how they ended",
+					      (const char *const[]){"outcome", NULL});
+	c->rm = (struct gw_relay_metrics){
+		.outcomes = gens,
+		.running = metric_series(metrics_gauge(m, "mimir_gateway_generations_running",
+						       "Generations being relayed now", NULL),
+					 NULL),
+		.tokens = metric_series(metrics_counter(m, "mimir_gateway_tokens_total",
+							"Token events relayed to clients", NULL),
+					NULL),
+		.resumes = metric_series(metrics_counter(m, "mimir_gateway_stream_resumes_total",
+							 "Clients reattached to a generation with Last-Event-ID",
+							 NULL),
+					 NULL),
+		.abandoned = metric_series(metrics_counter(m, "mimir_gateway_generations_abandoned_total",
+							   "Generations cancelled at the parties because no "
+							   "client was attached for stream.abandon_ms",
+							   NULL),
+					   NULL),
+	};
+	if (rc == 0)
+		rc = gw_relay_new(&c->relay, &c->set, &c->rm);
 	if (rc != 0) {
 		fini(c);
 		return rc;
@@ -233,7 +298,7 @@ static bool ready(void *ctx, char *why, size_t cap)
 static const struct svc_def def = {
 	.name = "gateway",
 	.summary = "The public edge of Mimir: the admin API forwarded to the session service, "
-		   "the client API, rate limits and CORS.",
+		   "the client API with generations relayed to the parties, rate limits and CORS.",
 	.default_port = 8443,
 	.routes = gw_routes,
 	.config_spec = config_spec,

@@ -1,0 +1,57 @@
+/* mimir: the client's command-line tool; dispatches to its commands (generate.c).
+ * Usage errors exit 2 with a hint; every other status is listed in --help. */
+#include <stdio.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "mimir.h"
+#include "svc/svc.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: " MIMIR_PROG " COMMAND [options]\n"
+		"\n"
+		"The client of a Mimir deployment: text generation on a model secret-shared among\n"
+		"several parties, where the prompt and the generated text exist in clear only on\n"
+		"this machine.\n"
+		"\n"
+		"commands:\n"
+		"  generate   generate text after a prompt through a gateway (" MIMIR_PROG
+		" generate --help)\n"
+		"  proxy      a local OpenAI-compatible server doing the same (not available yet)\n"
+		"\n"
+		"  -h, --help     this text\n"
+		"  --version      the version\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (sodium_init() < 0) {
+		fprintf(stderr, MIMIR_PROG ": libsodium cannot be initialised\n");
+		return MX_FAIL;
+	}
+	if (argc < 2) {
+		usage(stderr);
+		return MX_USAGE;
+	}
+	const char *cmd = argv[1];
+	if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+		usage(stdout);
+		return MX_OK;
+	}
+	if (!strcmp(cmd, "--version")) {
+		printf(MIMIR_PROG " %s\n", SVC_VERSION);
+		return MX_OK;
+	}
+	if (!strcmp(cmd, "generate"))
+		return mimir_generate(argc - 1, argv + 1);
+	if (!strcmp(cmd, "proxy")) {
+		fprintf(stderr, MIMIR_PROG ": proxy is not available in this version; use " MIMIR_PROG
+				" generate\n");
+		return MX_FAIL;
+	}
+	fprintf(stderr, MIMIR_PROG ": unknown command '%s'\n(see " MIMIR_PROG " --help)\n", cmd);
+	return MX_USAGE;
+}
