@@ -83,7 +83,10 @@ static void setup_once(void)
 	tu_tmpdir(tmp, sizeof tmp);
 	snprintf(pki, sizeof pki, "%s/pki", tmp);
 	snprintf(shares, sizeof shares, "%s/shares", tmp);
-	ck_assert_int_eq(tu_pki(tmp, "dev --parties %d --out %s", NP + 1, pki), 0);
+	/* the namespace test's addresses are in every certificate too (harmless elsewhere) */
+	ck_assert_int_eq(tu_pki(tmp, "dev --parties %d --ip 10.77.0.1 --ip 10.77.0.2 --ip 10.77.1.2 --ip 10.77.2.2 --out %s",
+				NP + 1, pki),
+			 0);
 	tu_build(bin, sizeof bin, "bin/mimir-model");
 	tu_shared(model, sizeof model, "models/stories260K.bin");
 	to[0] = '\0';
@@ -103,14 +106,16 @@ static void teardown_once(void)
 	tu_rmrf(tmp);
 }
 
+static const char *dealer_bind = "127.0.0.1";
+
 static void start_dealer(void)
 {
 	char json[2048];
 	snprintf(json, sizeof json,
-		 "{\"http\": {\"port\": 0, \"threads\": 4, \"drain_timeout_ms\": 3000},"
+		 "{\"http\": {\"port\": 0, \"bind\": \"%s\", \"threads\": 4, \"drain_timeout_ms\": 3000},"
 		 " \"tls\": {\"cert\": \"%s/dealer.crt\", \"key\": \"%s/dealer.key\", \"ca\": \"%s/ca.crt\"},"
 		 " \"pool\": {\"workers\": 1}}",
-		 pki, pki, pki);
+		 dealer_bind, pki, pki, pki);
 	ck_assert_msg(tu_svc_start(&dealer, tmp, "mimir-dealer", "dealer", json, NULL) == 0,
 		      "the dealer did not start; see %s", dealer.log);
 	dealer_up = true;
@@ -163,6 +168,8 @@ struct party_opts {
 	const char *cert; /* its certificate, "party<slot>" when NULL */
 	unsigned round_ms, dealer_ms;
 	unsigned idle_expiry_s, max_sessions; /* 0: the test's defaults */
+	const char *bind;  /* numeric address of both listeners (NULL: loopback) */
+	char *const *wrap; /* argv prefix, e.g. ip netns exec NS */
 };
 
 /* Starts process slot i and checks what it publishes: its role and index, the sealing
@@ -175,20 +182,27 @@ static void start_party(int slot, const struct party_opts *po)
 	const char *cert = cert_of[slot];
 	fingerprint_hex(cert, fp_of[slot]);
 	snprintf(json, sizeof json,
-		 "{\"http\": {\"port\": 0, \"threads\": 4, \"drain_timeout_ms\": 3000},"
+		 "{\"http\": {\"port\": 0, \"bind\": \"%s\", \"threads\": 4, \"drain_timeout_ms\": 3000},"
 		 " \"tls\": {\"cert\": \"%s/%s.crt\", \"key\": \"%s/%s.key\", \"ca\": \"%s/ca.crt\"},"
 		 " \"mtls\": {\"cert\": \"%s/%s.crt\", \"key\": \"%s/%s.key\", \"ca\": \"%s/ca.crt\"},"
-		 " \"stream\": {\"port\": 0},"
+		 " \"stream\": {\"port\": 0, \"bind\": \"%s\"},"
 		 " \"model\": {\"share\": \"%s/stories.party%d.mshare\", \"key\": \"%s/party%d.x25519.key\"},"
 		 " \"timeouts\": {\"round_ms\": %u, \"dealer_ms\": %u},"
 		 " \"limits\": {\"input_timeout_ms\": 30000, \"idle_expiry_s\": %u, \"max_sessions\": %u},"
 		 " \"sse\": {\"heartbeat_ms\": 1000}}",
-		 pki, cert, pki, cert, pki, pki, cert, pki, cert, pki, shares, po->index, shares, po->index,
+		 po->bind ? po->bind : "127.0.0.1", pki, cert, pki, cert, pki, pki, cert, pki, cert, pki,
+		 po->bind ? po->bind : "127.0.0.1", shares, po->index, shares, po->index,
 		 po->round_ms, po->dealer_ms, po->idle_expiry_s ? po->idle_expiry_s : 900,
 		 po->max_sessions ? po->max_sessions : 16);
-	ck_assert_msg(tu_svc_start(&party[slot], tmp, "mimir-party", name, json, NULL) == 0,
+	ck_assert_msg(tu_svc_start(&party[slot], tmp, "mimir-party", name, json, po->wrap) == 0,
 		      "party %d did not start; see %s", slot, party[slot].log);
 	party_up[slot] = true;
+	if (po->bind) { /* reached at its own address, not loopback */
+		const char *port = strrchr(party[slot].url, ':');
+		char u[sizeof party[slot].url];
+		snprintf(u, sizeof u, "https://%s%s", po->bind, port ? port : ":0");
+		memcpy(party[slot].url, u, sizeof u);
+	}
 	json_t *id = NULL;
 	ck_assert_int_eq(pcall(slot, "GET", "/v1/identity", NULL, &id), 200);
 	ck_assert_str_eq(jstr(id, "role"), "party");
@@ -237,6 +251,7 @@ static void assert_clean_log(const char *path)
 /* The bounds the parties run with; the sanitizer and second-compiler runs (quick
  * depth) are several times slower, so their rounds get more room. */
 static unsigned round_ms = 10000, dealer_ms = 4000;
+static char dealer_url_for_parties[96]; /* where the parties reach the dealer, when not dealer.url */
 
 static void setup(void)
 {
@@ -311,8 +326,8 @@ static void session_body(char *out, size_t cap, const char *id, int k, const str
 			      "%s{\"index\": %d, \"url\": \"%s\", \"stream_url\": \"%s\", \"fingerprint\": \"%s\"}",
 			      j ? ", " : "", j, u, su, fp);
 	}
-	snprintf(out + n, cap - (size_t)n, "], \"dealer\": {\"url\": \"%s\", \"fingerprint\": \"%s\"}}", dealer.url,
-		 dealer_fp_hex);
+	snprintf(out + n, cap - (size_t)n, "], \"dealer\": {\"url\": \"%s\", \"fingerprint\": \"%s\"}}",
+		 dealer_url_for_parties[0] ? dealer_url_for_parties : dealer.url, dealer_fp_hex);
 }
 
 /* Opens session id at the parties of the layout (those of skip_mask left out). */
@@ -1278,6 +1293,158 @@ START_TEST(test_cluster_up_down)
 }
 END_TEST
 
+/* ---- each party in its own network namespace ---- */
+
+/* Three namespaces mimir<pid>n<i>, each joined to this one by a veth pair: 10.77.i.1
+ * here, 10.77.i.2 there, routed through this namespace (ip_forward), so party i
+ * reaches party j at 10.77.j.2 and the dealer (here, on every address) at 10.77.0.1.
+ * Needs CAP_NET_ADMIN; without it the test says so and passes nothing off as tested. */
+static char ns_name[NP][32];
+static bool ns_ok;
+static char ns_forward_was[8];
+
+/* Names from the suite's temporary directory (set before the fork), so that the
+ * parent's teardown can remove what a failed child left. */
+static const char *ns_tag(void)
+{
+	size_t n = strlen(tmp);
+	return n >= 6 ? tmp + n - 6 : "mimir0";
+}
+
+static void netns_down(void)
+{
+	for (int i = 0; i < NP; i++) {
+		tu_system("ip netns del mimir%sn%d >/dev/null 2>&1", ns_tag(), i);
+		tu_system("ip link del mv%sh%d >/dev/null 2>&1", ns_tag(), i);
+	}
+	if (ns_forward_was[0])
+		(void)tu_write_file("/proc/sys/net/ipv4/ip_forward", ns_forward_was, 1);
+}
+
+/* The ip binary by absolute path (tu_proc_start does not search PATH). */
+static const char *ip_bin(void)
+{
+	static const char *const c[] = {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"};
+	for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
+		if (access(c[i], X_OK) == 0)
+			return c[i];
+	return "/sbin/ip";
+}
+
+static bool netns_up(char *why, size_t cap)
+{
+	if (geteuid() != 0) {
+		snprintf(why, cap, "not root: network namespaces need CAP_NET_ADMIN");
+		return false;
+	}
+	size_t len = 0;
+	char *fw = tu_read_file("/proc/sys/net/ipv4/ip_forward", &len);
+	if (fw) {
+		snprintf(ns_forward_was, sizeof ns_forward_was, "%c", fw[0]);
+		free(fw);
+	}
+	for (int i = 0; i < NP; i++) {
+		snprintf(ns_name[i], sizeof ns_name[i], "mimir%sn%d", ns_tag(), i);
+		int st = tu_system(
+		    "set -e; ip netns add %1$s; ip link add mv%2$sh%3$d type veth peer name mv%2$sp%3$d;"
+		    " ip link set mv%2$sp%3$d netns %1$s; ip addr add 10.77.%3$d.1/24 dev mv%2$sh%3$d;"
+		    " ip link set mv%2$sh%3$d up; ip netns exec %1$s ip link set lo up;"
+		    " ip netns exec %1$s ip addr add 10.77.%3$d.2/24 dev mv%2$sp%3$d;"
+		    " ip netns exec %1$s ip link set mv%2$sp%3$d up;"
+		    " ip netns exec %1$s ip route add default via 10.77.%3$d.1",
+		    ns_name[i], ns_tag(), i);
+		if (st != 0) {
+			snprintf(why, cap, "ip netns / veth set-up failed (exit %d): no privileges for it here?", st);
+			return false;
+		}
+	}
+	if (tu_write_file("/proc/sys/net/ipv4/ip_forward", "1", 1) != 0) {
+		snprintf(why, cap, "cannot enable net.ipv4.ip_forward");
+		return false;
+	}
+	return true;
+}
+
+static void netns_setup(void)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	char why[200] = "";
+	ns_ok = netns_up(why, sizeof why);
+	if (!ns_ok) {
+		printf("netns: SKIPPED, each party in its own network namespace was not tested: %s\n", why);
+		netns_down();
+		return;
+	}
+	if (tu_quick())
+		round_ms = 30000, dealer_ms = 15000;
+	dealer_bind = "0.0.0.0";
+	start_dealer();
+	const char *port = strrchr(dealer.url, ':');
+	snprintf(dealer_url_for_parties, sizeof dealer_url_for_parties, "https://10.77.0.1%s", port ? port : "");
+	for (int i = 0; i < NP; i++) {
+		char *wrap[] = {(char *)ip_bin(), "netns", "exec", ns_name[i], NULL};
+		char bind[32];
+		snprintf(bind, sizeof bind, "10.77.%d.2", i);
+		start_party(i, &(struct party_opts){.index = i, .round_ms = round_ms, .dealer_ms = dealer_ms,
+						     .bind = bind, .wrap = wrap});
+	}
+}
+
+static void netns_teardown(void)
+{
+	if (ns_ok)
+		teardown();
+	dealer_bind = "127.0.0.1";
+	dealer_url_for_parties[0] = '\0';
+	netns_down();
+}
+
+/* In the parent: whatever a child left (a failed start skips the checked teardown). */
+static void netns_teardown_once(void)
+{
+	if (geteuid() == 0)
+		netns_down();
+	teardown_once();
+}
+
+START_TEST(test_generate_in_namespaces)
+{
+	if (!ns_ok)
+		return; /* said why in the fixture */
+	const struct tu_ref_case *rc = once_upon();
+	const int ntok = tu_quick() ? 8 : 32;
+	struct layout l;
+	default_layout(&l);
+	char su[NP][96];
+	for (int k = 0; k < NP; k++) {
+		snprintf(su[k], sizeof su[k], "https://10.77.%d.2:%d", k, stream_port[k]);
+		l.stream_url[k] = su[k];
+	}
+	char sid[33];
+	fresh_id(sid);
+	open_session(sid, &l, 0);
+	int64_t init_ms = wait_settled(sid, l.slots, NP, 180000);
+	for (int k = 0; k < NP; k++)
+		expect_state(k, sid, "ready");
+	struct gen_opts o = {.l = &l, .session = sid, .prompt = rc->pids, .np = rc->np, .max_tokens = ntok,
+			     .limit_ms = 900000};
+	struct gen_out out;
+	generate(&o, &out);
+	int64_t t1 = now_ms();
+	ck_assert_msg(out.errors == 0, "a party ended with an error: %s%s%s", out.error_detail[0],
+		      out.error_detail[1], out.error_detail[2]);
+	ck_assert_uint_eq(out.ntok, (size_t)ntok);
+	for (int i = 0; i < ntok; i++)
+		ck_assert_msg(out.tok[i] == (uint64_t)rc->gids[i], "token %d: got %llu, expected %d", i,
+			      (unsigned long long)out.tok[i], rc->gids[i]);
+	printf("netns: each party in its own namespace (10.77.{0,1,2}.2, routed): %d tokens of \"%s\" equal the "
+	       "reference; session ready in %lld ms, %.2f s per later token\n",
+	       ntok, rc->prompt, (long long)init_ms,
+	       ntok > 1 ? (double)(t1 - out.first_token_ms) / 1e3 / (ntok - 1) : 0.0);
+	close_session(&l, sid, 0);
+}
+END_TEST
+
 Suite *suite(void)
 {
 	Suite *s = suite_create("party");
@@ -1296,6 +1463,12 @@ Suite *suite(void)
 	tcase_add_test(peers, test_peer_not_in_session);
 	tcase_add_test(peers, test_limits_and_expiry);
 	suite_add_tcase(s, peers);
+	TCase *ns = tcase_create("netns");
+	tcase_add_unchecked_fixture(ns, setup_once, netns_teardown_once);
+	tcase_add_checked_fixture(ns, netns_setup, netns_teardown);
+	tcase_set_timeout(ns, 900);
+	tcase_add_test(ns, test_generate_in_namespaces);
+	suite_add_tcase(s, ns);
 	TCase *cluster = tcase_create("cluster");
 	tcase_add_unchecked_fixture(cluster, setup_once, teardown_once);
 	tcase_set_timeout(cluster, 120);
