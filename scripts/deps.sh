@@ -16,7 +16,7 @@ pkgs=(
   libsqlite3-dev                       # session registry
   check                                # unit-test framework
   prometheus                           # promtool, to validate /metrics
-  curl ca-certificates                 # integration tests and the demo
+  curl ca-certificates jq              # integration tests and the demo
   iproute2 procps                      # network namespaces, process control in tests
   wrk                                  # HTTP load generator (gateway figures in make bench)
   bsdutils                             # script(1): terminal progress-bar tests
