@@ -70,59 +70,17 @@ fi
 
 if [ -x "$B/mimir-party" ] && [ -x "$B/mimir" ] && [ -f "$S/models/stories260K.bin" ]; then
   n=${DEMO_SECURE_TOKENS:-16}
-  C=$work/cluster
-  say "10. A deployment on this machine: a dealer and three parties, each party holding only its sealed share of the weights (mimir-cluster)"
-  "$B/mimir-cluster" up --dir "$C" --model "$S/models/stories260K.bin" | sed 's/^/   /'
-  ses= gw=
-  trap '"$B/mimir-cluster" down --dir "$C" >/dev/null 2>&1 || true; kill $ses $gw 2>/dev/null || true; rm -rf "$work"' EXIT
-  P=$C/pki
-  dealer_url=$(jq -r .dealer.url "$C/cluster.json")
-  start() { # name binary json
-    echo "$3" > "$work/$1.json"
-    "$B/$2" --config "$work/$1.json" --port-file "$work/$1.port" 2>"$work/$1.log" &
-    for _ in $(seq 200); do [ -s "$work/$1.port" ] && break; sleep 0.05; done
-    [ -s "$work/$1.port" ] || { echo "   $1 did not start:"; tail -5 "$work/$1.log"; exit 1; }
+  say_step() {
+    case $1 in
+      cluster) say "10. A deployment on this machine: a dealer and three parties, each party holding only its sealed share of the weights (mimir-cluster)" ;;
+      services) say "11. The session registry (SQLite) that provisions the dealer and the parties, and the gateway, the only public edge" ;;
+      register) say "12. The administrator registers the model (the digest of each share file) and the parties (sealing key, pinned certificate, endpoint)" ;;
+      session) say "13. A session: the registry posts it to the dealer, opens it at every party, and it becomes ready when all three have loaded their shares" ;;
+    esac
   }
-
-  say "11. The session registry (SQLite) that provisions the dealer and the parties, and the gateway, the only public edge"
-  start session mimir-session "{\"http\": {\"port\": 0}, \"log\": {\"level\": \"warn\"},
-   \"tls\": {\"cert\": \"$P/session.crt\", \"key\": \"$P/session.key\", \"ca\": \"$P/ca.crt\"},
-   \"db\": {\"path\": \"$work/registry.db\"}, \"keys\": {\"secret_file\": \"$work/registry.secret\"},
-   \"dealer\": {\"url\": \"$dealer_url\", \"ca\": \"$P/ca.crt\", \"cert\": \"$P/session.crt\", \"key\": \"$P/session.key\"}}"
-  ses=$!
-  surl="https://localhost:$(cat "$work/session.port")"
-  start gateway mimir-gateway "{\"http\": {\"port\": 0, \"threads\": 8}, \"log\": {\"level\": \"warn\"},
-   \"tls\": {\"cert\": \"$P/gateway.crt\", \"key\": \"$P/gateway.key\", \"ca\": \"$P/ca.crt\"},
-   \"session\": {\"url\": \"$surl\", \"ca\": \"$P/ca.crt\", \"cert\": \"$P/gateway.crt\", \"key\": \"$P/gateway.key\"}}"
-  gw=$!
-  gurl="https://localhost:$(cat "$work/gateway.port")"
-  echo "   session service $surl, gateway $gurl"
-  admin() { curl -sS --cacert "$P/ca.crt" --cert "$P/admin.crt" --key "$P/admin.key" -H 'Content-Type: application/json' "$@"; }
-
-  say "12. The administrator registers the model (the digest of each share file) and the parties (sealing key, pinned certificate, endpoint)"
-  shares=$(for i in 0 1 2; do sha256sum "$C/shares/model.party$i.mshare" | cut -d' ' -f1; done | jq -R . | jq -sc .)
-  model=$(admin -X POST "$gurl/admin/v1/models" -d "{\"name\": \"stories260K\", \"dims\": {\"dim\": 64,
-    \"hidden_dim\": 172, \"n_layers\": 5, \"n_heads\": 8, \"n_kv_heads\": 4, \"vocab_size\": 512,
-    \"seq_len\": 512}, \"shares\": $shares}" | jq -r .id)
-  echo "   model $model"
-  pids=()
-  for i in 0 1 2; do
-    body=$(jq -c --arg i "$i" '.parties[$i|tonumber] | {identity: ("party" + $i), sealing_key, cert_fingerprint: .fingerprint, endpoint: .url}' "$C/cluster.json")
-    pid=$(admin -X POST "$gurl/admin/v1/parties" -d "$body" | jq -r .id)
-    pids+=("\"$pid\"")
-    echo "   party$i $pid"
-  done
-
-  say "13. A session: the registry posts it to the dealer, opens it at every party, and it becomes ready when all three have loaded their shares"
-  sid=$(admin -X POST "$gurl/admin/v1/sessions" -d "{\"model\": \"$model\", \"parties\": [$(IFS=,; echo "${pids[*]}")], \"pad_bucket\": 8}" | jq -r .id)
-  for _ in $(seq 300); do
-    state=$(admin "$gurl/admin/v1/sessions/$sid" | jq -r .state)
-    [ "$state" = created ] || break; sleep 0.2
-  done
-  echo "   $sid: $state"
-  [ "$state" = ready ] || { admin "$gurl/admin/v1/sessions/$sid" | jq .reason; exit 1; }
-  key=$(admin -X POST "$gurl/admin/v1/keys" -d "{\"sessions\": [\"$sid\"], \"name\": \"demo-client\"}" | jq -r .key)
-  echo "   an API key for the client (shown once): ${key:0:16}..."
+  . "$(dirname "$0")/deploy.sh"
+  trap 'deploy_down; rm -rf "$work"' EXIT
+  deploy_up
 
   say "14. The client (mimir generate): tokenizes here, sends the prompt only masked, reconstructs each token from the parties' sealed parts"
   echo "   (about 0.5-1.5 s per token on 2 cores: five layers on MAC-checked shares, over mutual TLS between processes)"
@@ -145,6 +103,7 @@ if [ -x "$B/mimir-party" ] && [ -x "$B/mimir" ] && [ -f "$S/models/stories260K.b
     admin "$url/metrics" | grep -E '^mimir_party_(tokens_total|mpc_rounds_total|triples_sacrificed_total) ' | sed "s/^/   party$i: /"
   done
   admin "$gurl/admin/v1/audit/verify" | jq -c '{audit_chain_intact: .ok, entries: .entries}' | sed 's/^/   /'
-  "$B/mimir-cluster" down --dir "$C" | sed 's/^/   /'
+  deploy_down
+  echo "   stopped: dealer, parties, session service, gateway"
 fi
 say "done"
