@@ -3,31 +3,32 @@
  * protocols (common/clientio) through a gateway: the prompt is tokenized here and
  * leaves this machine only as masked values, each token comes back as sealed parts
  * that are checked and reconstructed here, so the gateway and the parties see neither.
- * `mimir proxy` (the local OpenAI-compatible server) is not built yet. */
-#ifndef MIMIR_CLI_H
-#define MIMIR_CLI_H
+ * `mimir proxy` serves the OpenAI API locally with the same protocol (common/oai). */
+#ifndef MIMIR_TOOL_MIMIR_H
+#define MIMIR_TOOL_MIMIR_H
+
+#include "gclient/gclient.h"
 
 #define MIMIR_PROG "mimir"
 
-/* Exit statuses, one per kind of outcome a script may want to tell apart (0-9 mean
- * what they mean for mimirctl). */
+/* Exit statuses: one per kind of outcome a script may want to tell apart (0-9 mean
+ * what they mean for mimirctl), the outcomes of common/gclient. */
 enum mimir_exit {
-	MX_OK = 0,
-	MX_FAIL = 1,        /* anything else: a local error, an answer that makes no sense */
-	MX_USAGE = 2,       /* bad command line */
-	MX_UNREACHABLE = 3, /* no answer from the gateway: connection, TLS, timeout */
-	MX_AUTH = 4,        /* 401 / 403: the API key was refused (or is for another session) */
-	MX_NOT_FOUND = 5,   /* 404 */
-	MX_CONFLICT = 6,    /* 409: the session is not ready, or runs another generation */
-	MX_INVALID = 7,     /* 400, 413, 415: the request was refused as input (prompt too long) */
-	MX_LIMITED = 8,     /* 429 */
-	MX_SERVER = 9,      /* 5xx from the gateway: it or a party could not serve the request */
-	MX_GENERATION = 10, /* the generation ended with an error event (a party failed, it was
-			       cancelled, the parties' MAC check failed) */
-	MX_INTEGRITY = 11,  /* a party's message did not verify: a wrong sealing key, a lying
-			       party caught by the client's checks; nothing unverified was shown */
+	MX_OK = GCL_OK,
+	MX_FAIL = GCL_FAIL,
+	MX_USAGE = GCL_USAGE,
+	MX_UNREACHABLE = GCL_UNREACHABLE,
+	MX_AUTH = GCL_AUTH,
+	MX_NOT_FOUND = GCL_NOT_FOUND,
+	MX_CONFLICT = GCL_CONFLICT,
+	MX_INVALID = GCL_INVALID,
+	MX_LIMITED = GCL_LIMITED,
+	MX_SERVER = GCL_SERVER,
+	MX_GENERATION = GCL_GENERATION,
+	MX_INTEGRITY = GCL_INTEGRITY,
 };
 
 int mimir_generate(int argc, char **argv);
+int mimir_proxy(int argc, char **argv);
 
 #endif
