@@ -109,6 +109,23 @@ function findPath(p) {
   return best;
 }
 
+// The data of each event of a text/event-stream body (data lines joined with "\n";
+// comments and other fields ignored; a trailing event without its blank line too).
+function sseEvents(text) {
+  const out = [];
+  let data = null;
+  for (const line of text.split(/\r\n|\r|\n/)) {
+    if (line === "") {
+      if (data !== null) out.push(data);
+      data = null;
+    } else if (line.startsWith("data:")) {
+      const v = line.slice(5).replace(/^ /, "");
+      data = data === null ? v : `${data}\n${v}`;
+    }
+  }
+  return out;
+}
+
 const lines = fs.readFileSync(what, "utf8").split("\n").filter((l) => l.trim());
 let failures = 0;
 const seen = new Set();
@@ -167,8 +184,26 @@ for (const [n, line] of lines.entries()) {
       } else if (body === undefined) {
         problems.push("no body where the document declares one");
       } else if (content[ctype].schema) {
-        const errs = await check(`${rp}/content/${esc(ctype)}/schema`, body);
+        const sp0 = `${rp}/content/${esc(ctype)}/schema`;
+        const errs = await check(sp0, body);
         if (errs) problems.push(`the body does not validate: ${errs.join("; ")}`);
+        // An event stream whose schema has a contentSchema: each event's data (JSON;
+        // OpenAI's closing "[DONE]" aside) must validate against it.
+        const [s, sp] = deref(content[ctype].schema, sp0);
+        if (ctype === "text/event-stream" && s.contentSchema && typeof body === "string") {
+          for (const [k, ev] of sseEvents(body).entries()) {
+            if (ev === "[DONE]") continue;
+            let data;
+            try {
+              data = JSON.parse(ev);
+            } catch {
+              problems.push(`event ${k + 1}: its data is not JSON`);
+              continue;
+            }
+            const eerrs = await check(`${sp}/contentSchema`, data);
+            if (eerrs) problems.push(`event ${k + 1} does not validate: ${eerrs.join("; ")}`);
+          }
+        }
       }
       for (const [name, h0] of Object.entries(resp.headers ?? {})) {
         const [h, hp] = deref(h0, `${rp}/headers/${esc(name)}`);

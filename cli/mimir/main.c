@@ -20,7 +20,8 @@ static void usage(FILE *f)
 		"commands:\n"
 		"  generate   generate text after a prompt through a gateway (" MIMIR_PROG
 		" generate --help)\n"
-		"  proxy      a local OpenAI-compatible server doing the same (not available yet)\n"
+		"  proxy      a local OpenAI-compatible server doing the same (" MIMIR_PROG
+		" proxy --help)\n"
 		"\n"
 		"  -h, --help     this text\n"
 		"  --version      the version\n");
@@ -47,11 +48,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "generate"))
 		return mimir_generate(argc - 1, argv + 1);
-	if (!strcmp(cmd, "proxy")) {
-		fprintf(stderr, MIMIR_PROG ": proxy is not available in this version; use " MIMIR_PROG
-				" generate\n");
-		return MX_FAIL;
-	}
+	if (!strcmp(cmd, "proxy"))
+		return mimir_proxy(argc - 1, argv + 1);
 	fprintf(stderr, MIMIR_PROG ": unknown command '%s'\n(see " MIMIR_PROG " --help)\n", cmd);
 	return MX_USAGE;
 }

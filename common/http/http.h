@@ -4,8 +4,9 @@
  * {params}, handler, roles allowed, body limit). The server reads the whole body within
  * its limit (413 past it), matches the route (404, or 405 with Allow), checks the peer's
  * role (403), and calls the handler in one of its pool threads. Handlers answer with
- * exactly one http_reply_*() call; a handler that returns an error code without
- * replying gets a problem+json answer for that code.
+ * exactly one http_reply_*() call, or defers the answer to another thread with
+ * http_reply_later(); a handler that returns an error code without replying gets a
+ * problem+json answer for that code.
  *
  * TLS is mandatory mutual TLS: libmicrohttpd's GnuTLS engine does the handshake and
  * refuses, inside the handshake, a client with no certificate or one that does not
@@ -87,6 +88,9 @@ struct http_server_config {
 	 * a CRL reloaded later applies to open connections from their next request on
 	 * (403 problem+json, then the connection closes). */
 	struct attestpeer *peers;
+	/* Plain HTTP by design on a loopback bind (a local proxy): logged at info, not as a
+	 * development-only warning. The caller checks that bind is a loopback address. */
+	bool plain_loopback;
 };
 
 /* Creates and starts the server. routes is borrowed (usually a static table) and must
@@ -128,6 +132,8 @@ const struct sockaddr *http_req_remote_addr(const struct http_req *r);
 /* The request id: the caller's X-Request-Id when well formed, else a fresh one. It is
  * in every log line of the handler's thread and in the X-Request-Id response header. */
 const char *http_req_id(const struct http_req *r);
+/* The server's port the request arrived on (http_server_port of its server). */
+uint16_t http_req_local_port(const struct http_req *r);
 
 /* Parses the body as a JSON object against spec (see jspec.h). On failure it replies
  * 400 problem+json naming the field and returns the error; the handler then just
@@ -165,6 +171,45 @@ int http_reply_stream(struct http_req *r, const char *content_type, unsigned hea
 int http_stream_write(struct http_stream *s, const void *data, size_t len);
 bool http_stream_alive(struct http_stream *s);
 void http_stream_close(struct http_stream *s);
+
+/* ---- replies made later ----
+ * A handler that cannot answer at once (the answer waits on long work in another
+ * thread) calls http_reply_later() and returns; the connection is suspended (it costs
+ * no thread) until the other thread answers through the handle with exactly one of
+ * http_later_json / http_later_data / http_later_problem / http_later_stream, each of
+ * which consumes the handle whatever it returns. Headers given to the request before
+ * http_reply_later (and through http_later_header) go with the answer. On server
+ * shutdown a pending request is answered 503 problem+json at once and the later call
+ * returns ERR_CANCELLED. While suspended, a client that hangs up is not noticed until
+ * the answer is made.
+ *
+ * The handle gives no access to the request: the handler copies what the work needs
+ * (body, parameters, peer) before it returns, because the request is freed as soon as
+ * the answer is sent, possibly before the other thread's call returns. Once
+ * http_reply_later succeeded the handler's return code is ignored and no other
+ * http_reply_* may be made for the request. http_reply_later returns ERR_UNAVAILABLE
+ * (having answered 503) when the server is shutting down; the handler then returns that
+ * code. The answering calls return 0 when the answer was handed to the connection, or
+ * ERR_CANCELLED when nobody is left to take it (shutdown, or the connection ended);
+ * ERR_INVALID / ERR_NOMEM mean the call was refused and a 500 / 503 problem answered
+ * instead. The pending count is the mimir_http_requests_deferred gauge (those requests
+ * are in mimir_http_requests_in_flight as well). */
+struct http_later;
+int http_reply_later(struct http_req *r, struct http_later **out);
+/* Bounded with the request's own headers (16 in all); ERR_CANCELLED once answered. */
+int http_later_header(struct http_later *l, const char *name, const char *value);
+const char *http_later_request_id(const struct http_later *l); /* for problem bodies and logs */
+int http_later_json(struct http_later *l, unsigned status, json_t *body);          /* body stolen */
+/* Like http_reply_data: data is copied. */
+int http_later_data(struct http_later *l, unsigned status, const char *content_type,
+		    const void *data, size_t len);
+int http_later_problem(struct http_later *l, int code, unsigned status /* 0: the code's */,
+		       const char *detail, const char *field);
+/* Begins a streamed 200 answer (as http_reply_stream): *out is usable at once (writes
+ * are buffered until the connection resumes and the body starts). *out is set only on
+ * success; the caller then owns it and ends it with http_stream_close. */
+int http_later_stream(struct http_later *l, const char *content_type, unsigned heartbeat_ms,
+		      const char *heartbeat, size_t max_buffer, struct http_stream **out);
 
 /* ---- routing, exposed for tests ---- */
 #define HTTP_MAX_PARAMS 8

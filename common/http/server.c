@@ -29,7 +29,7 @@
 #include "log/log.h"
 #include "metrics/metrics.h"
 
-#define MAX_HEADERS 16
+#define MAX_HEADERS HTTP_REPLY_HEADERS
 #define DISCARD_CAP ((size_t)64 << 20) /* past this, an oversize body closes the link */
 
 struct http_req {
@@ -46,13 +46,15 @@ struct http_req {
 	bool too_large;
 	bool replied;
 	bool streamed;
+	bool later_out;            /* the later handle's answer is being queued */
+	struct http_later *later;  /* set by http_reply_later, until the connection ends */
 	unsigned status;
 	size_t resp_bytes;
 	const struct ident *peer;
 	struct timespec start;
 	size_t nhdr;
-	char hdr_name[MAX_HEADERS][64];
-	char hdr_value[MAX_HEADERS][256];
+	char hdr_name[MAX_HEADERS][HTTP_HEADER_NAME_MAX];
+	char hdr_value[MAX_HEADERS][HTTP_HEADER_VALUE_MAX];
 };
 
 /* Per connection: the handshake's verdict on the client certificate and the peer
@@ -362,9 +364,10 @@ static int queue(struct http_req *r, unsigned status, const char *ctype, struct 
 {
 	if (!resp)
 		return ERR_NOMEM;
-	if (r->replied) {
+	if (r->replied || (r->later && !r->later_out)) {
 		MHD_destroy_response(resp);
-		LOG_ERROR("http.double_reply", LOG_S("route", r->route_label));
+		LOG_ERROR("http.double_reply", LOG_S("route", r->route_label),
+			  LOG_S("detail", r->replied ? "already answered" : "the answer was deferred (http_reply_later)"));
 		return ERR_INTERNAL;
 	}
 	MHD_add_response_header(resp, "X-Request-Id", r->id);
@@ -465,6 +468,7 @@ const char *http_req_path(const struct http_req *r) { return r->path; }
 const char *http_req_route(const struct http_req *r) { return r->route_label; }
 const struct ident *http_req_peer(const struct http_req *r) { return r->peer; }
 const char *http_req_id(const struct http_req *r) { return r->id; }
+uint16_t http_req_local_port(const struct http_req *r) { return r->srv->port; }
 
 const char *http_req_param(const struct http_req *r, const char *name)
 {
@@ -529,6 +533,7 @@ static int h_metrics(struct http_req *r, void *ctx)
 	pthread_mutex_lock(&r->srv->mu);
 	metric_set(r->srv->m_inflight_s, r->srv->inflight);
 	metric_set(r->srv->m_streams_s, r->srv->nstreams);
+	metric_set(r->srv->m_deferred_s, r->srv->nlaters);
 	pthread_mutex_unlock(&r->srv->mu);
 	int rc = metrics_render(r->srv->metrics, &text, &len);
 	if (rc != 0)
@@ -660,21 +665,31 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		*upload_data_size = 0;
 		return ok ? MHD_YES : MHD_NO;
 	}
+	if (r->later && !r->replied) {
+		/* Called again for a deferred answer: after a resume, or spuriously. */
+		log_ctx_set(r->id, NULL);
+		bool ok = http_later_resume(r);
+		log_ctx_clear();
+		return ok ? MHD_YES : MHD_NO;
+	}
 	if (r->replied)
 		return MHD_YES;
 	log_ctx_set(r->id, NULL);
+	bool ok = true;
 	if (r->too_large) {
 		char detail[128];
 		snprintf(detail, sizeof detail, "request body larger than %zu bytes", r->body.max);
 		http_reply_problem(r, ERR_TOO_LARGE, detail, NULL);
 	} else {
 		int rc = r->route->fn(r, s->svc_ctx);
-		if (!r->replied)
+		if (r->later && !r->replied)
+			ok = http_later_resume(r); /* suspends until the answer is made */
+		else if (!r->replied)
 			http_reply_problem(r, rc < 0 ? rc : ERR_INTERNAL,
 					   rc < 0 ? NULL : "the handler returned without a reply", NULL);
 	}
 	log_ctx_clear();
-	return MHD_YES;
+	return ok ? MHD_YES : MHD_NO;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
@@ -706,6 +721,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 	metric_inc(metric_series(s->m_requests, lv));
 	const char *dv[] = {r->route_label, NULL};
 	metric_observe(metric_series(s->m_duration, dv), secs);
+	http_later_detach(r);
 	buf_free(&r->body);
 	free(r);
 	*req_cls = NULL;
@@ -790,7 +806,9 @@ int http_server_start(struct http_server **out, const struct http_server_config 
 	}
 	s->peers = attestpeer_ref(cfg->peers);
 	s->cfg.peers = NULL; /* s->peers holds the server's reference */
-	if (!s->tls)
+	if (!s->tls && cfg->plain_loopback)
+		LOG_INFO("http.plaintext", LOG_S("detail", "plain HTTP on a loopback address: this machine only"));
+	else if (!s->tls)
 		LOG_WARN("http.plaintext",
 			 LOG_S("warning", "serving plain HTTP without client authentication: development only"));
 
@@ -846,7 +864,8 @@ out:
 uint16_t http_server_port(const struct http_server *s) { return s->port; }
 struct metrics *http_server_metrics(struct http_server *s) { return s->metrics; }
 
-static bool wait_inflight(struct http_server *s, unsigned target, unsigned ms)
+/* Waits until no request is in flight, or (but_streams) none but open streams. */
+static bool wait_inflight(struct http_server *s, bool but_streams, unsigned ms)
 {
 	struct timespec dl;
 	clock_gettime(CLOCK_REALTIME, &dl);
@@ -855,10 +874,10 @@ static bool wait_inflight(struct http_server *s, unsigned target, unsigned ms)
 	if (dl.tv_nsec >= 1000000000L)
 		dl.tv_sec++, dl.tv_nsec -= 1000000000L;
 	pthread_mutex_lock(&s->mu);
-	while (s->inflight > target)
+	while (s->inflight > (but_streams ? s->nstreams : 0))
 		if (pthread_cond_timedwait(&s->cv, &s->mu, &dl) == ETIMEDOUT)
 			break;
-	bool done = s->inflight <= target;
+	bool done = s->inflight <= (but_streams ? s->nstreams : 0);
 	pthread_mutex_unlock(&s->mu);
 	return done;
 }
@@ -876,14 +895,15 @@ void http_server_shutdown(struct http_server *s)
 	pthread_mutex_unlock(&s->mu);
 	LOG_INFO("http.draining", LOG_I("in_flight", before),
 		 LOG_I("timeout_ms", s->cfg.drain_timeout_ms));
-	/* Ordinary requests first: wait until only streams remain, then end the
+	/* Deferred answers first: their work may take longer than any drain, so they are
+	 * answered 503 now and their connections resumed (the daemon must not stop with a
+	 * suspended connection). Then ordinary requests: wait until only streams remain
+	 * (the target follows a deferred answer that became a stream), then end the
 	 * streams (their producers see ERR_CANCELLED) and give them a moment to flush. */
-	pthread_mutex_lock(&s->mu);
-	unsigned nstreams = s->nstreams;
-	pthread_mutex_unlock(&s->mu);
-	bool drained = wait_inflight(s, nstreams, s->cfg.drain_timeout_ms);
+	http_laters_cancel(s);
+	bool drained = wait_inflight(s, true, s->cfg.drain_timeout_ms);
 	http_streams_stop(s);
-	drained = wait_inflight(s, 0, 2000) && drained;
+	drained = wait_inflight(s, false, 2000) && drained;
 	pthread_mutex_lock(&s->mu);
 	unsigned left = s->inflight;
 	pthread_mutex_unlock(&s->mu);
@@ -963,6 +983,18 @@ void http_req_hdrs(struct http_req *r, struct MHD_Response *resp)
 		MHD_add_response_header(resp, r->hdr_name[i], r->hdr_value[i]);
 }
 struct http_server *http_req_server(struct http_req *r) { return r->srv; }
+bool http_req_replied(const struct http_req *r) { return r->replied; }
+size_t http_req_nhdr(const struct http_req *r) { return r->nhdr; }
+struct http_later *http_req_later(const struct http_req *r) { return r->later; }
+void http_req_set_later(struct http_req *r, struct http_later *l) { r->later = l; }
+bool http_req_deferred(const struct http_req *r) { return r->later && !r->later_out; }
+int http_req_queue_later(struct http_req *r, unsigned status, const char *ctype,
+			 struct MHD_Response *resp, size_t len)
+{
+	r->later_out = true;
+	r->resp_bytes = len;
+	return queue(r, status, ctype, resp);
+}
 
 int http_metrics_init(struct http_server *s)
 {
@@ -987,8 +1019,12 @@ int http_metrics_init(struct http_server *s)
 		metrics_counter(m, "mimir_http_stream_drops_total",
 				"Streams dropped because the client fell too far behind.", NULL),
 		NULL);
+	s->m_deferred_s = metric_series(
+		metrics_gauge(m, "mimir_http_requests_deferred",
+			      "Requests whose answer another thread makes later (also in flight).", NULL),
+		NULL);
 	if (!s->m_requests || !s->m_duration || !s->m_tls_refused_s || !s->m_inflight_s ||
-	    !s->m_streams_s || !s->m_stream_drops_s)
+	    !s->m_streams_s || !s->m_stream_drops_s || !s->m_deferred_s)
 		return ERR_NOMEM;
 	return 0;
 }

@@ -4,7 +4,10 @@
  * in a busy loop, and a write resumes it. A housekeeping thread writes heartbeat bytes
  * into idle streams, which keeps proxies from timing out and lets a write notice a
  * client that has gone. Each stream has two owners: the connection (released by the
- * response's free callback) and the producer (released by http_stream_close). */
+ * response's free callback) and the producer (released by http_stream_close). A stream
+ * is made before it is attached to a connection, so that a deferred answer
+ * (http_later_stream) can hand the producer its stream while the connection is still
+ * suspended: writes until then are only buffered. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,10 +19,12 @@
 #include "log/log.h"
 #include "metrics/metrics.h"
 
+#define STREAM_KEEP_CAP (16u << 10)
+
 struct http_stream {
 	pthread_mutex_t mu;
-	struct http_server *srv;
-	struct MHD_Connection *conn;
+	struct http_server *srv;     /* set (under both locks) once attached, NULL again when orphaned */
+	struct MHD_Connection *conn; /* NULL until attached */
 	int refs;
 	bool suspended;  /* we suspended the connection and owe it a resume */
 	bool closed;     /* no more data will come: end the body once drained */
@@ -46,18 +51,30 @@ static void wake_locked(struct http_stream *st)
 	}
 }
 
-/* Drops one reference. While the server exists the stream is on its list (guarded by
- * the server's lock); a stream still held by its producer when the server is freed is
- * orphaned (srv NULL) and just freed by its last reference. */
+/* Drops one reference. While the server exists an attached stream is on its list
+ * (guarded by the server's lock); a stream still held by its producer when the server
+ * is freed is orphaned (srv NULL) and just freed by its last reference. srv is read
+ * under the stream's lock and checked again under both, because a stream made for a
+ * deferred answer may be attached while its producer drops a reference. */
 static void unref(struct http_stream *st)
 {
-	struct http_server *s = st->srv;
-	if (s)
-		pthread_mutex_lock(&s->mu);
-	pthread_mutex_lock(&st->mu);
+	struct http_server *s;
+	for (;;) {
+		pthread_mutex_lock(&st->mu);
+		s = st->srv;
+		pthread_mutex_unlock(&st->mu);
+		if (s)
+			pthread_mutex_lock(&s->mu);
+		pthread_mutex_lock(&st->mu);
+		if (st->srv == s)
+			break;
+		pthread_mutex_unlock(&st->mu);
+		if (s)
+			pthread_mutex_unlock(&s->mu);
+	}
 	bool last = --st->refs == 0;
 	pthread_mutex_unlock(&st->mu);
-	if (last && st->srv) {
+	if (last && s) {
 		if (st->prev)
 			st->prev->next = st->next;
 		else
@@ -102,6 +119,10 @@ static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max)
 		size_t k = st->out.len < max ? st->out.len : max;
 		memcpy(out, st->out.data, k);
 		buf_consume(&st->out, k);
+		/* Drained: give a large buffer back (a replay or a burst made it grow), so an
+		 * idle stream costs its connection, not its high-water mark. */
+		if (st->out.len == 0 && st->out.cap > STREAM_KEEP_CAP)
+			buf_free(&st->out);
 		n = (ssize_t)k;
 	} else if (st->closed) {
 		n = MHD_CONTENT_READER_END_OF_STREAM;
@@ -125,29 +146,35 @@ static void reader_free(void *cls)
 	unref(st);
 }
 
-int http_reply_stream(struct http_req *r, const char *content_type, unsigned heartbeat_ms,
-		      const char *heartbeat, size_t max_buffer, struct http_stream **out)
+struct http_stream *http_stream_make(unsigned heartbeat_ms, const char *heartbeat, size_t max_buffer)
 {
-	*out = NULL;
-	struct http_server *s = http_req_server(r);
-	if (s->stopping)
-		return http_reply_problem(r, ERR_UNAVAILABLE, "shutting down", NULL), ERR_UNAVAILABLE;
 	struct http_stream *st = calloc(1, sizeof *st);
 	if (!st)
-		return ERR_NOMEM;
+		return NULL;
 	pthread_mutex_init(&st->mu, NULL);
-	st->srv = s;
-	st->conn = http_req_conn(r);
 	st->refs = 2;
 	buf_init(&st->out, max_buffer ? max_buffer : (1u << 20), false);
 	st->heartbeat_ms = heartbeat_ms;
 	snprintf(st->heartbeat, sizeof st->heartbeat, "%s", heartbeat ? heartbeat : "");
 	st->last_write_ms = mono_ms();
+	return st;
+}
+
+void http_stream_abandon(struct http_stream *st)
+{
+	pthread_mutex_lock(&st->mu);
+	st->gone = st->closed = true;
+	pthread_mutex_unlock(&st->mu);
+	unref(st);
+}
+
+int http_stream_attach(struct http_req *r, struct http_stream *st, const char *content_type)
+{
+	struct http_server *s = http_req_server(r);
 	struct MHD_Response *resp =
 		MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, reader, st, reader_free);
 	if (!resp) {
-		pthread_mutex_destroy(&st->mu);
-		free(st);
+		http_stream_abandon(st);
 		return ERR_NOMEM;
 	}
 	http_req_hdrs(r, resp);
@@ -155,6 +182,14 @@ int http_reply_stream(struct http_req *r, const char *content_type, unsigned hea
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
 	MHD_add_response_header(resp, "X-Accel-Buffering", "no");
 	pthread_mutex_lock(&s->mu);
+	pthread_mutex_lock(&st->mu);
+	st->srv = s;
+	st->conn = http_req_conn(r);
+	/* Attached after shutdown ended the streams (a deferred answer): end it as they
+	 * were ended, once what is buffered is sent. */
+	if (s->hb_stop)
+		st->closed = true;
+	pthread_mutex_unlock(&st->mu);
 	st->next = s->streams;
 	if (s->streams)
 		s->streams->prev = st;
@@ -164,10 +199,29 @@ int http_reply_stream(struct http_req *r, const char *content_type, unsigned hea
 	enum MHD_Result q = MHD_queue_response(st->conn, 200, resp);
 	MHD_destroy_response(resp); /* the connection holds its own reference */
 	http_req_mark_stream(r, 200);
-	if (q != MHD_YES) {
-		/* The response (and its free callback) goes with the connection. */
-		http_stream_close(st);
-		return ERR_IO;
+	/* On failure the response's free callback has released the connection's reference. */
+	return q == MHD_YES ? 0 : ERR_IO;
+}
+
+int http_reply_stream(struct http_req *r, const char *content_type, unsigned heartbeat_ms,
+		      const char *heartbeat, size_t max_buffer, struct http_stream **out)
+{
+	*out = NULL;
+	struct http_server *s = http_req_server(r);
+	if (http_req_deferred(r)) {
+		LOG_ERROR("http.double_reply", LOG_S("route", http_req_route(r)),
+			  LOG_S("detail", "the answer was deferred (http_reply_later)"));
+		return ERR_INTERNAL;
+	}
+	if (s->stopping)
+		return http_reply_problem(r, ERR_UNAVAILABLE, "shutting down", NULL), ERR_UNAVAILABLE;
+	struct http_stream *st = http_stream_make(heartbeat_ms, heartbeat, max_buffer);
+	if (!st)
+		return ERR_NOMEM;
+	int rc = http_stream_attach(r, st, content_type);
+	if (rc != 0) {
+		http_stream_close(st); /* the caller's reference: the stream is freed */
+		return rc;
 	}
 	*out = st;
 	return 0;

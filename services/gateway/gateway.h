@@ -31,6 +31,7 @@
 struct metric;
 struct metric_series;
 struct metrics;
+struct oai;
 
 #define GW_ADMIN_PREFIX "/admin/v1"
 #define GW_NAME_MAX 48         /* an administrator's name (token name or certificate CN) */
@@ -81,6 +82,12 @@ struct gw_settings {
 	int64_t stream_max_generations; /* unfinished generations at once */
 	int64_t stream_buffer_bytes;    /* replay buffer per generation, and how far a client may lag */
 	int64_t stream_keep_ms;         /* a finished generation stays this long for resumption */
+	/* Plaintext mode (openai.c): the OpenAI API for these sessions, off when empty. */
+	const char *openai_sessions;  /* comma-separated session ids */
+	const char *openai_tokenizer; /* the llama2.c tokenizer file */
+	const char *openai_url;       /* the gateway's own client API (default: localhost, its port) */
+	const char *openai_ca;        /* the CA of that URL (default session.ca) */
+	int64_t openai_max_tokens, openai_concurrency;
 };
 
 extern struct gw_settings gw_settings;
@@ -224,6 +231,7 @@ struct gw_ctx {
 	struct metric_series *m_upstream_s, *m_cache_hit, *m_cache_miss;
 	struct gw_relay *relay;
 	struct gw_relay_metrics rm;
+	struct oai *oai; /* plaintext mode, or NULL */
 };
 
 /* ---- the edge (edge.c, cors.c, auth.c) ---- */
@@ -287,5 +295,11 @@ int gw_gen_get(struct http_req *r, void *ctx);
 int gw_gen_events(struct http_req *r, void *ctx);
 int gw_gen_post_input(struct http_req *r, void *ctx);
 int gw_gen_post_cancel(struct http_req *r, void *ctx);
+
+/* ---- plaintext mode (openai.c) ---- */
+/* Reads openai.*; leaves c->oai NULL when openai.sessions is empty. */
+int gw_oai_init(struct gw_ctx *c);
+int gw_oai_models(struct http_req *r, void *ctx);
+int gw_oai_completions(struct http_req *r, void *ctx);
 
 #endif

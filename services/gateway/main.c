@@ -12,6 +12,7 @@
 #include "gateway.h"
 #include "log/log.h"
 #include "metrics/metrics.h"
+#include "oai/oai.h"
 #include "svc/svc.h"
 
 struct gw_settings gw_settings = {
@@ -37,6 +38,8 @@ struct gw_settings gw_settings = {
 	.stream_max_generations = 64,
 	.stream_buffer_bytes = 4 << 20,
 	.stream_keep_ms = 120000,
+	.openai_max_tokens = 16,
+	.openai_concurrency = 4,
 };
 
 static const struct jspec_field config_spec[] = {
@@ -71,6 +74,12 @@ static const struct jspec_field config_spec[] = {
 	JSPEC_I64("stream.max_generations", false, 1, 100000, &gw_settings.stream_max_generations),
 	JSPEC_I64("stream.buffer_bytes", false, 64 << 10, 1LL << 30, &gw_settings.stream_buffer_bytes),
 	JSPEC_I64("stream.keep_ms", false, 0, 86400000, &gw_settings.stream_keep_ms),
+	JSPEC_STR("openai.sessions", false, 0, 4096, &gw_settings.openai_sessions),
+	JSPEC_STR("openai.tokenizer", false, 1, 4096, &gw_settings.openai_tokenizer),
+	JSPEC_STR("openai.url", false, 8, 200, &gw_settings.openai_url),
+	JSPEC_STR("openai.ca", false, 1, 4096, &gw_settings.openai_ca),
+	JSPEC_I64("openai.max_tokens", false, 1, 4096, &gw_settings.openai_max_tokens),
+	JSPEC_I64("openai.concurrency", false, 1, 256, &gw_settings.openai_concurrency),
 	JSPEC_END_F,
 };
 
@@ -107,6 +116,8 @@ const struct http_route gw_routes[] = {
 	{"GET", G "/{g}/events", gw_gen_events, 0, NOBODY, HTTP_ROUTE_PUBLIC},
 	{"POST", G "/{g}/input", gw_gen_post_input, 0, GW_INPUT_MAX, HTTP_ROUTE_PUBLIC},
 	{"POST", G "/{g}/cancel", gw_gen_post_cancel, 0, NOBODY, HTTP_ROUTE_PUBLIC},
+	{"GET", "/v1/models", gw_oai_models, 0, NOBODY, HTTP_ROUTE_PUBLIC},
+	{"POST", "/v1/completions", gw_oai_completions, 0, OAI_PROMPT_MAX + 16384, HTTP_ROUTE_PUBLIC},
 	{"OPTIONS", A "/whoami", gw_preflight, 0, NOBODY, HTTP_ROUTE_PUBLIC},
 	{"OPTIONS", A "/models", gw_preflight, 0, NOBODY, HTTP_ROUTE_PUBLIC},
 	{"OPTIONS", A "/models/{id}", gw_preflight, 0, NOBODY, HTTP_ROUTE_PUBLIC},
@@ -128,6 +139,8 @@ const struct http_route gw_routes[] = {
 	{"OPTIONS", G "/{g}/events", gw_preflight, 0, NOBODY, HTTP_ROUTE_PUBLIC},
 	{"OPTIONS", G "/{g}/input", gw_preflight, 0, NOBODY, HTTP_ROUTE_PUBLIC},
 	{"OPTIONS", G "/{g}/cancel", gw_preflight, 0, NOBODY, HTTP_ROUTE_PUBLIC},
+	{"OPTIONS", "/v1/models", gw_preflight, 0, NOBODY, HTTP_ROUTE_PUBLIC},
+	{"OPTIONS", "/v1/completions", gw_preflight, 0, NOBODY, HTTP_ROUTE_PUBLIC},
 	{NULL, NULL, NULL, 0, 0, 0},
 };
 #undef A
@@ -182,7 +195,8 @@ static void fini(void *ctx)
 	struct gw_ctx *c = ctx;
 	if (!c)
 		return;
-	gw_relay_free(c->relay); /* first: it cancels what still runs at the parties */
+	oai_free(c->oai); /* its completions end (the server has stopped under them) */
+	gw_relay_free(c->relay); /* it cancels what still runs at the parties */
 	gw_upstream_free(c->up);
 	gw_limits_free(c->limits);
 	gw_key_cache_free(c->keys);
@@ -278,6 +292,8 @@ static int init(void **out, struct metrics *m)
 	};
 	if (rc == 0)
 		rc = gw_relay_new(&c->relay, &c->set, &c->rm);
+	if (rc == 0)
+		rc = gw_oai_init(c);
 	if (rc != 0) {
 		fini(c);
 		return rc;

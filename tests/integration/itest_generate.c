@@ -407,6 +407,10 @@ struct gresp {
 
 typedef int (*ev_fn)(const struct sse_event *ev, void *arg); /* non-zero: disconnect */
 
+/* Where gw() sends its requests: the gateway under test unless set (a second gateway
+ * in plaintext mode, mimir proxy). */
+static const char *gw_base;
+
 struct xfer {
 	struct gresp *r;
 	struct sse_parser *p;
@@ -496,7 +500,7 @@ static struct gresp gw(const char *key, const char *method, const char *path, co
 	struct gresp r = {.headers = json_object()};
 	struct xfer x = {.r = &r, .fn = fn, .arg = arg};
 	char url[512], ca[400], auth[128];
-	snprintf(url, sizeof url, "%s%s", gw_svc.url, path);
+	snprintf(url, sizeof url, "%s%s", gw_base ? gw_base : gw_svc.url, path);
 	snprintf(ca, sizeof ca, "%s/ca.crt", pki);
 	CURL *h = curl_easy_init();
 	curl_easy_setopt(h, CURLOPT_URL, url);
@@ -1072,6 +1076,226 @@ START_TEST(test_client_disconnect_cancels)
 }
 END_TEST
 
+/* ---- the OpenAI-compatible API ---- */
+
+/* The continuation mimir-ref prints after PROMPT for ntok greedy tokens. */
+static char *ref_continuation(int ntok)
+{
+	char ref[512];
+	tu_build(ref, sizeof ref, "bin/mimir-ref");
+	ck_assert_int_eq(tu_system("%s --prompt '%s' --tokens %d >%s/oref.out 2>/dev/null", ref, PROMPT, ntok, run), 0);
+	char *t = run_file("oref", "out");
+	size_t l = strlen(t);
+	if (l && t[l - 1] == '\n')
+		t[--l] = '\0';
+	ck_assert(!strncmp(t, PROMPT, strlen(PROMPT)));
+	memmove(t, t + strlen(PROMPT), l - strlen(PROMPT) + 1);
+	return t;
+}
+
+struct ochunks {
+	char text[4096];
+	int chunks, done, errors;
+	char finish[32];
+	json_int_t usage_completion;
+	bool after_done;
+};
+
+static int on_ochunk(const struct sse_event *ev, void *arg)
+{
+	struct ochunks *o = arg;
+	if (o->done)
+		o->after_done = true;
+	if (ev->data_len == 6 && !memcmp(ev->data, "[DONE]", 6)) {
+		o->done++;
+		return 0;
+	}
+	json_t *j = json_loadb(ev->data, ev->data_len, 0, NULL);
+	ck_assert_msg(j, "a stream chunk that is not JSON: %.*s", (int)ev->data_len, ev->data);
+	if (json_object_get(j, "error")) {
+		o->errors++;
+	} else {
+		ck_assert_str_eq(jstr(j, "object"), "text_completion");
+		ck_assert_int_eq(strncmp(jstr(j, "id"), "cmpl-", 5), 0);
+		json_t *c = json_array_get(json_object_get(j, "choices"), 0);
+		const char *t = json_string_value(json_object_get(c, "text"));
+		if (t)
+			strncat(o->text, t, sizeof o->text - strlen(o->text) - 1);
+		const char *f = json_string_value(json_object_get(c, "finish_reason"));
+		if (f)
+			snprintf(o->finish, sizeof o->finish, "%s", f);
+		json_t *u = json_object_get(j, "usage");
+		if (u)
+			o->usage_completion = json_integer_value(json_object_get(u, "completion_tokens"));
+		o->chunks++;
+	}
+	json_decref(j);
+	return 0;
+}
+
+/* One completion, not streamed: its text (caller frees) and finish reason. */
+static char *complete(const char *key, const char *sid, int ntok, const char *extra, char finish[32])
+{
+	char body[512];
+	snprintf(body, sizeof body, "{\"model\": \"%s\", \"prompt\": \"%s\", \"max_tokens\": %d, \"temperature\": 0%s}",
+		 sid, PROMPT, ntok, extra ? extra : "");
+	struct gresp r = gw_json(key, "POST", "/v1/completions", body, 200);
+	ck_assert_str_eq(jstr(r.j, "object"), "text_completion");
+	ck_assert_str_eq(jstr(r.j, "model"), sid);
+	json_t *c = json_array_get(json_object_get(r.j, "choices"), 0);
+	json_t *u = json_object_get(r.j, "usage");
+	ck_assert_int_eq(json_integer_value(json_object_get(u, "prompt_tokens")), once_upon()->np);
+	ck_assert_int_eq(json_integer_value(json_object_get(u, "total_tokens")),
+			 json_integer_value(json_object_get(u, "prompt_tokens")) +
+				 json_integer_value(json_object_get(u, "completion_tokens")));
+	snprintf(finish, 32, "%s", jstr(c, "finish_reason"));
+	char *t = strdup(jstr(c, "text"));
+	gresp_free(&r);
+	return t;
+}
+
+static void complete_stream(const char *key, const char *sid, int ntok, struct ochunks *o)
+{
+	char body[512];
+	memset(o, 0, sizeof *o);
+	snprintf(body, sizeof body,
+		 "{\"model\": \"%s\", \"prompt\": [\"%s\"], \"max_tokens\": %d, \"temperature\": 0, \"stream\": true,"
+		 " \"stream_options\": {\"include_usage\": true}}",
+		 sid, PROMPT, ntok);
+	struct gresp r = gw(key, "POST", "/v1/completions", NULL, NULL, body, strlen(body), on_ochunk, o, 200);
+	ck_assert_msg(strstr(r.ctype, "text/event-stream"), "%s", r.ctype);
+	gresp_free(&r);
+}
+
+/* Plaintext mode at a gateway (openai.sessions) and mimir proxy on the client's machine
+ * serve the OpenAI API: greedy completions, streamed and not, equal mimir-ref's
+ * continuation; a stop sequence cuts the text; what Mimir cannot honour is refused; a
+ * gateway without the mode answers 404. Every answer validates against the OpenAPI
+ * document. */
+START_TEST(test_openai)
+{
+	const int ntok = tu_quick() ? 3 : 6;
+	char sid[32], key[96], json[4096], tok[400], fin[32];
+	create_session(512, sid);
+	create_key(sid, key);
+	open_session(sid, 512);
+	char *want = ref_continuation(ntok);
+	tu_shared(tok, sizeof tok, "models/tok512.bin");
+
+	/* off by default */
+	struct gresp r = gw_json(key, "GET", "/v1/models", NULL, 404);
+	gresp_free(&r);
+
+	/* a second gateway, in plaintext mode for this session */
+	struct tu_svc gw2;
+	snprintf(json, sizeof json,
+		 "{\"http\": {\"port\": 0, \"threads\": 4},"
+		 " \"tls\": {\"cert\": \"%s/gateway.crt\", \"key\": \"%s/gateway.key\", \"ca\": \"%s/ca.crt\"},"
+		 " \"session\": {\"url\": \"%s\", \"ca\": \"%s/ca.crt\", \"cert\": \"%s/gateway.crt\","
+		 " \"key\": \"%s/gateway.key\"}, \"parties\": {\"timeout_ms\": 20000, \"connect_timeout_ms\": 10000},"
+		 " \"stream\": {\"heartbeat_ms\": 500}, \"openai\": {\"sessions\": \"%s\", \"tokenizer\": \"%s\"}}",
+		 pki, pki, pki, session_svc.url, pki, pki, pki, sid, tok);
+	ck_assert_msg(tu_svc_start(&gw2, run, "mimir-gateway", "gateway2", json, NULL) == 0, "see %s", gw2.log);
+	gw_base = gw2.url;
+	r = gw_json(key, "GET", "/v1/models", NULL, 200);
+	ck_assert_str_eq(jstr(r.j, "object"), "list");
+	ck_assert_str_eq(jstr(json_array_get(json_object_get(r.j, "data"), 0), "id"), sid);
+	gresp_free(&r);
+	r = gw_json(NULL, "GET", "/v1/models", NULL, 401);
+	ck_assert_ptr_nonnull(json_object_get(json_object_get(r.j, "error"), "message"));
+	gresp_free(&r);
+	int64_t t0 = now_ms();
+	char *text = complete(key, sid, ntok, NULL, fin);
+	ck_assert_msg(!strcmp(text, want), "the gateway's completion %s, mimir-ref's %s", text, want);
+	ck_assert_str_eq(fin, "length");
+	printf("openai: gateway plaintext mode, %d greedy tokens equal mimir-ref's in %.1f s:%s\n", ntok,
+	       (now_ms() - t0) / 1e3, text);
+	free(text);
+	struct ochunks o;
+	complete_stream(key, sid, ntok, &o);
+	ck_assert_msg(!strcmp(o.text, want), "streamed %s, mimir-ref %s", o.text, want);
+	ck_assert_int_eq(o.done, 1);
+	ck_assert(!o.after_done);
+	ck_assert_int_eq(o.errors, 0);
+	ck_assert_str_eq(o.finish, "length");
+	ck_assert_int_eq(o.usage_completion, ntok);
+	/* refusals, before any generation */
+	static const char *const bad[][2] = {
+		{"\"n\": 2", "n"}, {"\"logprobs\": 3", "logprobs"}, {"\"top_p\": 0.5", "top_p"},
+		{"\"max_tokens\": 0", "max_tokens"}, {"\"stop\": [\"a\", \"b\", \"c\", \"d\", \"e\"]", "stop"},
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		char body[256];
+		snprintf(body, sizeof body, "{\"model\": \"%s\", \"prompt\": \"x\", %s}", sid, bad[i][0]);
+		r = gw_json(key, "POST", "/v1/completions", body, 400);
+		ck_assert_str_eq(field_of(&r), bad[i][1]);
+		ck_assert_str_eq(jstr(json_object_get(r.j, "error"), "param"), bad[i][1]);
+		gresp_free(&r);
+	}
+	r = gw_json(key, "POST", "/v1/completions", "{\"model\": \"ses_0000000000000000\", \"prompt\": \"x\"}", 404);
+	ck_assert_str_eq(jstr(json_object_get(r.j, "error"), "code"), "model_not_found");
+	gresp_free(&r);
+	r = gw_json(NULL, "POST", "/v1/completions", "{\"model\": \"x\", \"prompt\": 5}", 400);
+	gresp_free(&r);
+	char forged[96];
+	snprintf(forged, sizeof forged, "%s", key);
+	forged[strlen(forged) - 1] = forged[strlen(forged) - 1] == 'A' ? 'B' : 'A';
+	snprintf(json, sizeof json, "{\"model\": \"%s\", \"prompt\": \"x\"}", sid);
+	r = gw_json(forged, "POST", "/v1/completions", json, 401);
+	gresp_free(&r);
+	gw_base = NULL;
+	tu_svc_stop(&gw2);
+	assert_clean_log(gw2.log);
+
+	/* mimir proxy on the client's machine, against the gateway under test */
+	char bin[512], portf[400], plog[400], listen[] = "127.0.0.1:0", url[64];
+	tu_build(bin, sizeof bin, "bin/mimir");
+	snprintf(portf, sizeof portf, "%s/proxy.port", run);
+	snprintf(plog, sizeof plog, "%s/proxy.log", run);
+	char cafile[400];
+	snprintf(cafile, sizeof cafile, "%s/ca.crt", pki);
+	setenv("MIMIR_API_KEY", key, 1);
+	char *argv[] = {bin, "proxy", "--listen", listen, "--gateway", gw_svc.url, "--session", sid, "--ca", cafile,
+			"--tokenizer", tok, "--port-file", portf, NULL};
+	struct tu_proc proxy;
+	ck_assert_int_eq(tu_proc_start(&proxy, argv, plog), 0);
+	unsetenv("MIMIR_API_KEY");
+	ck_assert_msg(tu_wait_file(portf, 8000) == 0, "the proxy did not start: see %s", plog);
+	char *port = tu_read_file(portf, NULL);
+	snprintf(url, sizeof url, "http://127.0.0.1:%ld", strtol(port, NULL, 10));
+	free(port);
+	gw_base = url;
+	r = gw_json("sk-anything", "GET", "/v1/models", NULL, 200); /* the proxy's own key is used */
+	ck_assert_str_eq(jstr(json_array_get(json_object_get(r.j, "data"), 0), "id"), sid);
+	gresp_free(&r);
+	t0 = now_ms();
+	text = complete(NULL, sid, ntok, NULL, fin);
+	ck_assert_msg(!strcmp(text, want), "the proxy's completion %s, mimir-ref's %s", text, want);
+	printf("openai: mimir proxy, %d greedy tokens equal mimir-ref's in %.1f s:%s\n", ntok, (now_ms() - t0) / 1e3,
+	       text);
+	free(text);
+	complete_stream(NULL, sid, ntok, &o);
+	ck_assert_msg(!strcmp(o.text, want), "streamed by the proxy %s, mimir-ref %s", o.text, want);
+	ck_assert_int_eq(o.done, 1);
+	/* a stop sequence: the text ends before it, finish "stop" */
+	const char *cut = strchr(want + 1, ' ');
+	if (cut) {
+		char stop[64], extra[128];
+		snprintf(stop, sizeof stop, "%.*s", (int)(strlen(cut) < 4 ? strlen(cut) : 4), cut);
+		snprintf(extra, sizeof extra, ", \"stop\": \"%s\"", stop);
+		text = complete(NULL, sid, ntok, extra, fin);
+		ck_assert_msg(!strncmp(text, want, (size_t)(cut - want)) && strlen(text) == (size_t)(cut - want),
+			      "stop %s: got '%s' from '%s'", stop, text, want);
+		ck_assert_str_eq(fin, "stop");
+		free(text);
+	}
+	gw_base = NULL;
+	ck_assert_int_eq(tu_proc_stop(&proxy, SIGTERM, 15000), 0);
+	free(want);
+	validate_records();
+}
+END_TEST
+
 /* kill -9 of a party while the CLI streams: the client gets an error event naming what
  * failed and exits 10, within a bound, not a hang. */
 START_TEST(test_party_killed_mid_stream)
@@ -1149,5 +1373,11 @@ Suite *suite(void)
 	tcase_add_test(tc, test_client_disconnect_cancels);
 	tcase_add_test(tc, test_party_killed_mid_stream);
 	suite_add_tcase(s, tc);
+	TCase *oa = tcase_create("openai");
+	tcase_add_unchecked_fixture(oa, setup_once, teardown_once);
+	tcase_add_checked_fixture(oa, setup, teardown);
+	tcase_set_timeout(oa, 900);
+	tcase_add_test(oa, test_openai);
+	suite_add_tcase(s, oa);
 	return s;
 }

@@ -4,22 +4,30 @@
  * inside the handshake of a missing, foreign or expired certificate (with a log line),
  * the peer's role visible to handlers, role-restricted routes, problem+json for bad
  * input naming the field, 413/404/405, /metrics accepted by promtool, SSE with
- * Last-Event-ID resumption, slow clients not blocking others, and graceful shutdown. */
+ * Last-Event-ID resumption, slow clients not blocking others, and graceful shutdown.
+ * The "later" case runs an in-process server whose handlers defer their answers to
+ * other threads (http_reply_later): the one pool thread stays free meanwhile, JSON,
+ * problem and streamed answers arrive with their headers, a shutdown answers a
+ * pending request 503, and a client that left does not crash the producer. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <curl/curl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "err/err.h"
+#include "http/http.h"
 #include "httpc/httpc.h"
+#include "log/log.h"
 #include "sse/sse.h"
 #include "svcproc.h"
 #include "testutil.h"
@@ -629,6 +637,552 @@ START_TEST(test_graceful_shutdown)
 }
 END_TEST
 
+/* ---- deferred answers (http_reply_later), on an in-process server ----
+ * One pool thread (threads = 1), so a deferred request that held its thread would
+ * stall every other request. Producers are threads started by the handler; each
+ * records what its answering call returned and when. */
+
+struct producer {
+	struct http_later *l;
+	char kind; /* j json, p problem, s stream, h hold until released, d data, b bad
+		      status, S stream held open until released, r quick json */
+	long us;   /* delay before answering */
+	int rc;
+	long long created_ms, answer_ms; /* when it started, when it began to answer */
+	struct http_stream *st;
+};
+
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int deferred; /* handler calls that deferred */
+	bool release; /* 'h' producers may answer */
+	int n;
+	pthread_t th[128];
+	struct producer *p[128];
+} lt;
+
+static struct http_server *lsrv;
+static char lurl[64];
+
+static long long mono_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static void *produce(void *arg)
+{
+	struct producer *p = arg;
+	p->created_ms = mono_ms();
+	char id[80]; /* the handle is consumed by the answering call: copy first */
+	snprintf(id, sizeof id, "%s", http_later_request_id(p->l));
+	if (p->kind == 'h' || p->kind == 'S') {
+		if (p->kind == 'S') {
+			p->rc = http_later_stream(p->l, "text/event-stream", 0, NULL, 0, &p->st);
+			if (p->rc == 0)
+				p->rc = http_stream_write(p->st, "data: first\n\n", 14);
+		}
+		pthread_mutex_lock(&lt.mu);
+		while (!lt.release)
+			pthread_cond_wait(&lt.cv, &lt.mu);
+		pthread_mutex_unlock(&lt.mu);
+	} else if (p->us) {
+		usleep((useconds_t)p->us);
+	}
+	struct http_stream *st = NULL;
+	p->answer_ms = mono_ms();
+	switch (p->kind) {
+	case 'j':
+		p->rc = http_later_header(p->l, "X-Later", "set-by-producer");
+		if (p->rc != 0) {
+			http_later_json(p->l, 500, json_object());
+			break;
+		}
+		p->rc = http_later_json(p->l, 201, json_pack("{s:i, s:s}", "answer", 42, "request_id", id));
+		break;
+	case 'p':
+		p->rc = http_later_problem(p->l, ERR_CONFLICT, 0, "name already taken", "name");
+		break;
+	case 'd':
+		p->rc = http_later_data(p->l, 202, "text/plain", "plain words", 11);
+		break;
+	case 'b':
+		p->rc = http_later_json(p->l, 42, json_object());
+		break;
+	case 'S':
+		if (p->rc == 0)
+			p->rc = http_stream_write(p->st, "data: late\n\n", 13);
+		http_stream_close(p->st);
+		break;
+	case 's':
+		p->rc = http_later_stream(p->l, "text/plain; charset=utf-8", 0, NULL, 0, &st);
+		for (int i = 0; p->rc == 0 && i < 3; i++) {
+			static const char *const chunk[] = {"one\n", "two\n", "three\n"};
+			if (i)
+				usleep(100000);
+			p->rc = http_stream_write(st, chunk[i], strlen(chunk[i]));
+		}
+		http_stream_close(st);
+		break;
+	default:
+		p->rc = http_later_json(p->l, 200, json_pack("{s:s}", "request_id", id));
+		break;
+	}
+	return NULL;
+}
+
+static int h_later(struct http_req *r, void *ctx)
+{
+	(void)ctx;
+	const char *kind = http_req_param(r, "kind");
+	const char *us = http_req_query(r, "us");
+	struct producer *p = calloc(1, sizeof *p);
+	if (!p)
+		return ERR_NOMEM;
+	p->kind = kind[0];
+	p->us = us ? strtol(us, NULL, 10) : 0;
+	http_reply_header(r, "X-Before", "set-by-handler");
+	int rc = http_reply_later(r, &p->l);
+	if (rc != 0) {
+		free(p);
+		return rc;
+	}
+	if (p->kind == 'n') {
+		/* Answered before the handler returns: the answer is ready before the
+		 * connection would be suspended. */
+		rc = http_later_json(p->l, 200, json_pack("{s:s}", "when", "now"));
+		free(p);
+		return rc;
+	}
+	pthread_mutex_lock(&lt.mu);
+	if (lt.n < 128 && pthread_create(&lt.th[lt.n], NULL, produce, p) == 0) {
+		lt.p[lt.n++] = p;
+	} else {
+		http_later_problem(p->l, ERR_INTERNAL, 0, "test: no producer thread", NULL);
+		free(p);
+	}
+	lt.deferred++;
+	pthread_cond_broadcast(&lt.cv);
+	pthread_mutex_unlock(&lt.mu);
+	return 0;
+}
+
+static const struct http_route later_routes[] = {
+	{"GET", "/v1/later/{kind}", h_later, 0, 0, 0},
+	{NULL, NULL, NULL, 0, 0, 0},
+};
+
+static void setup_later_pki(void)
+{
+	tu_tmpdir(tmp, sizeof tmp);
+	snprintf(pki, sizeof pki, "%s/pki", tmp);
+	ck_assert_int_eq(tu_pki(tmp, "dev --out %s", pki), 0);
+	ck_assert_int_eq(tu_pki(tmp, "issue --ca %s --role gateway --name svc --dns localhost --ip 127.0.0.1 --out %s",
+				pki, pki), 0);
+}
+
+static void teardown_later_pki(void)
+{
+	tu_rmrf(tmp);
+}
+
+static void setup_later(void)
+{
+	char crt[400], key[400], ca[400];
+	snprintf(crt, sizeof crt, "%s/svc.crt", pki);
+	snprintf(key, sizeof key, "%s/svc.key", pki);
+	snprintf(ca, sizeof ca, "%s/ca.crt", pki);
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	log_set_level(LOG_LEVEL_WARN);
+	memset(&lt, 0, sizeof lt);
+	pthread_mutex_init(&lt.mu, NULL);
+	pthread_cond_init(&lt.cv, NULL);
+	struct http_server_config hc = {.service = "later", .port = 0, .threads = 1, .idle_timeout_s = 5,
+					.drain_timeout_ms = 3000, .tls_cert = crt, .tls_key = key, .tls_ca = ca};
+	ck_assert_int_eq(http_server_start(&lsrv, &hc, later_routes, NULL, NULL), 0);
+	snprintf(lurl, sizeof lurl, "https://localhost:%u", http_server_port(lsrv));
+}
+
+static void join_producers(void)
+{
+	pthread_mutex_lock(&lt.mu);
+	lt.release = true;
+	pthread_cond_broadcast(&lt.cv);
+	int n = lt.n;
+	pthread_mutex_unlock(&lt.mu);
+	for (int i = 0; i < n; i++)
+		if (lt.th[i]) {
+			pthread_join(lt.th[i], NULL);
+			lt.th[i] = 0;
+		}
+}
+
+static void teardown_later(void)
+{
+	join_producers();
+	http_server_free(lsrv);
+	lsrv = NULL;
+	for (int i = 0; i < lt.n; i++)
+		free(lt.p[i]);
+	curl_global_cleanup();
+}
+
+/* Waits until n handler calls have deferred. */
+static void wait_deferred(int n)
+{
+	long long until = mono_ms() + 5000;
+	pthread_mutex_lock(&lt.mu);
+	while (lt.deferred < n && mono_ms() < until) {
+		pthread_mutex_unlock(&lt.mu);
+		usleep(2000);
+		pthread_mutex_lock(&lt.mu);
+	}
+	int got = lt.deferred;
+	pthread_mutex_unlock(&lt.mu);
+	ck_assert_msg(got >= n, "the handler deferred %d times, want %d", got, n);
+}
+
+/* A request through libcurl, keeping the response headers (httpc keeps only some). */
+struct cresp {
+	CURLcode cc;
+	long status;
+	long long ms;
+	char hdrs[4096];
+	size_t hlen;
+	char body[8192];
+	size_t blen;
+};
+
+static size_t c_append(char *dst, size_t cap, size_t *len, const char *src, size_t n)
+{
+	size_t k = *len + n < cap ? n : cap - 1 - *len;
+	memcpy(dst + *len, src, k);
+	*len += k;
+	dst[*len] = '\0';
+	return n;
+}
+
+static size_t c_hdr(char *b, size_t sz, size_t n, void *arg)
+{
+	struct cresp *r = arg;
+	return c_append(r->hdrs, sizeof r->hdrs, &r->hlen, b, sz * n);
+}
+
+static size_t c_body(char *b, size_t sz, size_t n, void *arg)
+{
+	struct cresp *r = arg;
+	return c_append(r->body, sizeof r->body, &r->blen, b, sz * n);
+}
+
+struct creq {
+	const char *path;
+	const char *request_id;
+	long timeout_ms;
+	struct cresp resp;
+};
+
+static void *curl_get(void *arg)
+{
+	struct creq *q = arg;
+	char url[256], ca[400], crt[400], key[400], rid[96];
+	snprintf(url, sizeof url, "%s%s", lurl, q->path);
+	snprintf(ca, sizeof ca, "%s/ca.crt", pki);
+	snprintf(crt, sizeof crt, "%s/client.crt", pki);
+	snprintf(key, sizeof key, "%s/client.key", pki);
+	snprintf(rid, sizeof rid, "X-Request-Id: %s", q->request_id);
+	CURL *c = curl_easy_init();
+	struct curl_slist *h = curl_slist_append(NULL, rid);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CAINFO, ca);
+	curl_easy_setopt(c, CURLOPT_SSLCERT, crt);
+	curl_easy_setopt(c, CURLOPT_SSLKEY, key);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, q->timeout_ms);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, c_hdr);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, &q->resp);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, c_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &q->resp);
+	long long t0 = mono_ms();
+	q->resp.cc = curl_easy_perform(c);
+	q->resp.ms = mono_ms() - t0;
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &q->resp.status);
+	curl_slist_free_all(h);
+	curl_easy_cleanup(c);
+	return NULL;
+}
+
+/* The value of response header name (case-insensitive), or "" when absent. */
+static const char *header_of(const struct cresp *r, const char *name, char *val, size_t cap)
+{
+	size_t nl = strlen(name);
+	val[0] = '\0';
+	for (const char *line = r->hdrs; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+		if (strncasecmp(line, name, nl) == 0 && line[nl] == ':') {
+			const char *v = line + nl + 1;
+			while (*v == ' ')
+				v++;
+			size_t k = strcspn(v, "\r\n");
+			snprintf(val, cap, "%.*s", (int)(k < cap ? k : cap - 1), v);
+			break;
+		}
+	}
+	return val;
+}
+
+static long long metric_value(struct httpc *c, const char *name)
+{
+	struct httpc_resp r;
+	ck_assert_int_eq(httpc_request(c, "GET", "/metrics", NULL, NULL, NULL, 0, &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	char needle[128];
+	snprintf(needle, sizeof needle, "\n%s ", name);
+	const char *at = strstr(r.body, needle);
+	ck_assert_msg(at != NULL, "no %s in /metrics", name);
+	long long v = strtoll(at + strlen(needle), NULL, 10);
+	httpc_resp_free(&r);
+	return v;
+}
+
+START_TEST(test_later_json_frees_the_thread)
+{
+	struct httpc *c = tu_client(pki, "client", lurl, IDENT_ROLE_NONE);
+	struct httpc_resp r;
+	ck_assert_int_eq(httpc_request(c, "GET", "/healthz", NULL, NULL, NULL, 0, &r), 0); /* connected */
+	httpc_resp_free(&r);
+	struct creq q = {.path = "/v1/later/json?us=300000", .request_id = "later-json-1", .timeout_ms = 10000};
+	pthread_t th;
+	pthread_create(&th, NULL, curl_get, &q);
+	wait_deferred(1);
+	long long seen = mono_ms();
+	/* The only pool thread is free while the answer is being made. */
+	struct timespec u0, u1;
+	clock_gettime(CLOCK_MONOTONIC, &u0);
+	long long t0 = mono_ms();
+	for (int i = 0; i < 20; i++) {
+		ck_assert_int_eq(httpc_request(c, "GET", "/healthz", NULL, NULL, NULL, 0, &r), 0);
+		ck_assert_int_eq(r.status, 200);
+		httpc_resp_free(&r);
+	}
+	long long t1 = mono_ms();
+	clock_gettime(CLOCK_MONOTONIC, &u1);
+	long long pending = metric_value(c, "mimir_http_requests_deferred");
+	pthread_join(th, NULL);
+	join_producers();
+	struct producer *p = lt.p[0];
+	ck_assert_int_eq(p->rc, 0);
+	ck_assert_msg(t1 < p->answer_ms, "20 GETs took %lld ms and ended after the deferred answer "
+		      "(producer started at %+lld ms, answered at %+lld ms, GETs began at %+lld ms after the defer was seen)",
+		      t1 - t0, p->created_ms - seen, p->answer_ms - seen, t0 - seen);
+	ck_assert_msg(t1 - t0 < 300, "20 GETs took %lld ms beside a deferred request", t1 - t0);
+	ck_assert_int_eq(pending, 1);
+	fprintf(stderr, "later: 20 GETs /healthz in %.2f ms while a request waited on its deferred answer\n",
+		(double)(u1.tv_sec - u0.tv_sec) * 1e3 + (double)(u1.tv_nsec - u0.tv_nsec) / 1e6);
+	ck_assert_msg(q.resp.cc == CURLE_OK, "transport: %s", curl_easy_strerror(q.resp.cc));
+	ck_assert_int_eq(q.resp.status, 201);
+	ck_assert_int_ge(q.resp.ms, 290);
+	char v[256];
+	ck_assert_str_eq(header_of(&q.resp, "X-Request-Id", v, sizeof v), "later-json-1");
+	ck_assert_str_eq(header_of(&q.resp, "X-Later", v, sizeof v), "set-by-producer");
+	ck_assert_str_eq(header_of(&q.resp, "X-Before", v, sizeof v), "set-by-handler");
+	ck_assert_str_eq(header_of(&q.resp, "Content-Type", v, sizeof v), "application/json");
+	json_t *j = json_loads(q.resp.body, 0, NULL);
+	ck_assert_msg(j != NULL, "body: %s", q.resp.body);
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "answer")), 42);
+	ck_assert_str_eq(json_string_value(json_object_get(j, "request_id")), "later-json-1");
+	json_decref(j);
+	/* Once answered, the request no longer counts as deferred. */
+	ck_assert_int_eq(metric_value(c, "mimir_http_requests_deferred"), 0);
+	httpc_free(c);
+}
+END_TEST
+
+START_TEST(test_later_problem)
+{
+	struct creq q = {.path = "/v1/later/problem?us=100000", .request_id = "later-problem-1", .timeout_ms = 10000};
+	curl_get(&q);
+	ck_assert_int_eq(q.resp.cc, CURLE_OK);
+	ck_assert_int_eq(q.resp.status, 409);
+	char v[256];
+	ck_assert_str_eq(header_of(&q.resp, "Content-Type", v, sizeof v), "application/problem+json");
+	ck_assert_str_eq(header_of(&q.resp, "X-Request-Id", v, sizeof v), "later-problem-1");
+	json_t *j = json_loads(q.resp.body, 0, NULL);
+	ck_assert_msg(j != NULL, "body: %s", q.resp.body);
+	ck_assert_str_eq(json_string_value(json_object_get(j, "type")), "urn:mimir:problem:conflict");
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "status")), 409);
+	ck_assert_str_eq(json_string_value(json_object_get(j, "detail")), "name already taken");
+	ck_assert_str_eq(json_string_value(json_object_get(j, "field")), "name");
+	ck_assert_str_eq(json_string_value(json_object_get(j, "request_id")), "later-problem-1");
+	json_decref(j);
+	join_producers();
+	ck_assert_int_eq(lt.p[0]->rc, 0);
+
+	/* Answered in the handler's own thread, before the connection could be parked. */
+	struct httpc *c = tu_client(pki, "client", lurl, IDENT_ROLE_NONE);
+	struct httpc_resp r;
+	ck_assert_int_eq(httpc_request(c, "GET", "/v1/later/now", NULL, NULL, NULL, 0, &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_ptr_nonnull(strstr(r.body, "\"when\":\"now\""));
+	httpc_resp_free(&r);
+	/* Answers racing the suspension (0 to 1.5 ms after the defer), on one kept-alive
+	 * connection: every one arrives, none is lost or answered twice. */
+	for (int i = 0; i < 40; i++) {
+		char path[64];
+		snprintf(path, sizeof path, "/v1/later/race?us=%d", (i % 4) * 500);
+		ck_assert_int_eq(httpc_request(c, "GET", path, NULL, NULL, NULL, 0, &r), 0);
+		ck_assert_msg(r.status == 200, "request %d: status %ld", i, r.status);
+		ck_assert_ptr_nonnull(strstr(r.body, r.request_id));
+		httpc_resp_free(&r);
+	}
+	join_producers();
+	for (int i = 1; i < lt.n; i++)
+		ck_assert_int_eq(lt.p[i]->rc, 0);
+	/* Bytes as given; and a call the service gets wrong still answers (500) and says so. */
+	ck_assert_int_eq(httpc_request(c, "GET", "/v1/later/data?us=1000", NULL, NULL, NULL, 0, &r), 0);
+	ck_assert_int_eq(r.status, 202);
+	ck_assert_str_eq(r.content_type, "text/plain");
+	ck_assert_str_eq(r.body, "plain words");
+	httpc_resp_free(&r);
+	ck_assert_int_eq(httpc_request(c, "GET", "/v1/later/bad?us=1000", NULL, NULL, NULL, 0, &r), 0);
+	ck_assert_int_eq(r.status, 500);
+	ck_assert_str_eq(r.content_type, "application/problem+json");
+	httpc_resp_free(&r);
+	join_producers();
+	ck_assert_int_eq(lt.p[lt.n - 2]->rc, 0);
+	ck_assert_int_eq(lt.p[lt.n - 1]->rc, ERR_INVALID);
+	httpc_free(c);
+}
+END_TEST
+
+struct chunks {
+	char data[256];
+	size_t len;
+	int n;
+	long long first_ms, last_ms;
+};
+
+static int on_later_chunk(const char *d, size_t n, void *arg)
+{
+	struct chunks *k = arg;
+	long long now = mono_ms();
+	if (k->n == 0)
+		k->first_ms = now;
+	k->last_ms = now;
+	c_append(k->data, sizeof k->data, &k->len, d, n);
+	__atomic_add_fetch(&k->n, 1, __ATOMIC_RELEASE); /* polled by test_later_stream_shutdown */
+	return 0;
+}
+
+START_TEST(test_later_stream)
+{
+	struct httpc *c = tu_client(pki, "client", lurl, IDENT_ROLE_NONE);
+	struct chunks k = {0};
+	struct httpc_resp r;
+	ck_assert_int_eq(httpc_stream(c, "GET", "/v1/later/stream?us=50000", NULL, on_later_chunk, &k, &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	ck_assert_str_eq(r.content_type, "text/plain; charset=utf-8");
+	ck_assert_str_eq(k.data, "one\ntwo\nthree\n");
+	/* Written 100 ms apart: the body came as it was written, not at the end. */
+	ck_assert_msg(k.n >= 3 && k.last_ms - k.first_ms >= 150, "%d chunks over %lld ms", k.n,
+		      k.last_ms - k.first_ms);
+	httpc_resp_free(&r);
+	join_producers();
+	ck_assert_int_eq(lt.p[0]->rc, 0);
+	httpc_free(c);
+}
+END_TEST
+
+START_TEST(test_later_shutdown)
+{
+	struct creq q = {.path = "/v1/later/hold", .request_id = "later-hold-1", .timeout_ms = 10000};
+	pthread_t th;
+	pthread_create(&th, NULL, curl_get, &q);
+	wait_deferred(1);
+	usleep(50000); /* parked by now */
+	long long t0 = mono_ms();
+	http_server_shutdown(lsrv);
+	long long ms = mono_ms() - t0;
+	ck_assert_msg(ms < 3000, "shutdown took %lld ms, past the drain bound", ms);
+	fprintf(stderr, "later: shutdown with a deferred request pending took %lld ms\n", ms);
+	pthread_join(th, NULL);
+	ck_assert_int_eq(q.resp.cc, CURLE_OK);
+	ck_assert_int_eq(q.resp.status, 503);
+	char v[256];
+	ck_assert_str_eq(header_of(&q.resp, "Content-Type", v, sizeof v), "application/problem+json");
+	json_t *j = json_loads(q.resp.body, 0, NULL);
+	ck_assert_msg(j != NULL, "body: %s", q.resp.body);
+	ck_assert_str_eq(json_string_value(json_object_get(j, "type")), "urn:mimir:problem:unavailable");
+	ck_assert_str_eq(json_string_value(json_object_get(j, "detail")), "shutting down");
+	ck_assert_str_eq(json_string_value(json_object_get(j, "request_id")), "later-hold-1");
+	json_decref(j);
+	/* The producer answers after all: nobody is left to take it. */
+	join_producers();
+	ck_assert_int_eq(lt.p[0]->rc, ERR_CANCELLED);
+}
+END_TEST
+
+struct stream_call {
+	struct chunks k;
+	struct httpc_resp r;
+	int rc;
+};
+
+static void *stream_get(void *arg)
+{
+	struct stream_call *sc = arg;
+	struct httpc *c = tu_client(pki, "client", lurl, IDENT_ROLE_NONE);
+	sc->rc = httpc_stream(c, "GET", "/v1/later/Stream", NULL, on_later_chunk, &sc->k, &sc->r);
+	httpc_free(c);
+	return NULL;
+}
+
+START_TEST(test_later_stream_shutdown)
+{
+	/* A deferred answer that became a stream is ended by shutdown like any stream. */
+	struct stream_call sc = {0};
+	pthread_t th;
+	pthread_create(&th, NULL, stream_get, &sc);
+	wait_deferred(1);
+	for (int i = 0; i < 250 && !__atomic_load_n(&sc.k.n, __ATOMIC_ACQUIRE); i++)
+		usleep(20000);
+	long long t0 = mono_ms();
+	http_server_shutdown(lsrv);
+	long long ms = mono_ms() - t0;
+	ck_assert_msg(ms < 3000, "shutdown took %lld ms, past the drain bound", ms);
+	pthread_join(th, NULL);
+	ck_assert_int_eq(sc.rc, 0);
+	ck_assert_int_eq(sc.r.status, 200);
+	ck_assert_str_eq(sc.r.content_type, "text/event-stream");
+	ck_assert_str_eq(sc.k.data, "data: first\n\n");
+	httpc_resp_free(&sc.r);
+	join_producers();
+	ck_assert_int_eq(lt.p[0]->rc, ERR_CANCELLED);
+}
+END_TEST
+
+START_TEST(test_later_client_gone)
+{
+	struct creq q = {.path = "/v1/later/json?us=400000", .request_id = "later-gone-1", .timeout_ms = 100};
+	curl_get(&q);
+	ck_assert_int_eq(q.resp.cc, CURLE_OPERATION_TIMEDOUT);
+	join_producers();
+	int rc = lt.p[0]->rc;
+	ck_assert_msg(rc == 0 || rc == ERR_CANCELLED, "producer after the client left: %d", rc);
+	/* The server goes on, and the request ends once its answer found no reader. */
+	struct httpc *c = tu_client(pki, "client", lurl, IDENT_ROLE_NONE);
+	long long deferred = 1;
+	for (int i = 0; i < 100 && deferred != 0; i++) {
+		deferred = metric_value(c, "mimir_http_requests_deferred");
+		if (deferred)
+			usleep(20000);
+	}
+	ck_assert_int_eq(deferred, 0);
+	httpc_free(c);
+}
+END_TEST
+
 Suite *suite(void)
 {
 	Suite *s = suite_create("http_mtls");
@@ -651,5 +1205,17 @@ Suite *suite(void)
 	tcase_add_test(tc, test_config_errors_name_the_key);
 	tcase_add_test(tc, test_httpc_retries_and_bounds);
 	suite_add_tcase(s, tc);
+
+	TCase *tl = tcase_create("later");
+	tcase_add_unchecked_fixture(tl, setup_later_pki, teardown_later_pki);
+	tcase_add_checked_fixture(tl, setup_later, teardown_later);
+	tcase_set_timeout(tl, 30);
+	tcase_add_test(tl, test_later_json_frees_the_thread);
+	tcase_add_test(tl, test_later_problem);
+	tcase_add_test(tl, test_later_stream);
+	tcase_add_test(tl, test_later_shutdown);
+	tcase_add_test(tl, test_later_stream_shutdown);
+	tcase_add_test(tl, test_later_client_gone);
+	suite_add_tcase(s, tl);
 	return s;
 }
