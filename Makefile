@@ -121,6 +121,10 @@ bench: all
 	@for b in $(BENCH_BINS); do echo "== $$b"; MIMIR_BUILD=$(abspath $(BUILD)) MIMIR_SHARED=$(SHARED) $$b || exit 1; done
 	@for b in $(sort $(wildcard bench/*.sh)); do echo "== $$b"; MIMIR_BUILD=$(abspath $(BUILD)) MIMIR_SHARED=$(SHARED) bash $$b || exit 1; done
 
+# make demo PROMPT="..." TOKENS=N: the story's prompt and length (exported, so any
+# characters pass unquoted).
+demo: export DEMO_PROMPT = $(PROMPT)
+demo: export DEMO_TOKENS = $(TOKENS)
 demo: all
 	@MIMIR_BUILD=$(abspath $(BUILD)) MIMIR_SHARED=$(SHARED) bash scripts/demo.sh
 

@@ -5,7 +5,9 @@
 # model; then the product: a dealer and three parties holding sealed shares of
 # stories260K, the session registry provisioning them, the gateway, and a client that
 # generates text through it that no service ever sees in clear, checked token for
-# token against the plaintext model.
+# token against the plaintext model, and the same through the OpenAI-compatible API of
+# `mimir proxy`. DEMO_PROMPT (default "Once upon a time") and DEMO_TOKENS (default 64)
+# set the story; `make demo PROMPT="..." TOKENS=N` passes them.
 set -euo pipefail
 B=${MIMIR_BUILD:-build}/bin
 S=${MIMIR_SHARED:-../shared}
@@ -69,7 +71,9 @@ if [ -x "$B/mimir-ref" ] && [ -f "$S/models/stories260K.bin" ]; then
 fi
 
 if [ -x "$B/mimir-party" ] && [ -x "$B/mimir" ] && [ -f "$S/models/stories260K.bin" ]; then
-  n=${DEMO_SECURE_TOKENS:-16}
+  n=${DEMO_TOKENS:-64}
+  prompt=${DEMO_PROMPT:-Once upon a time}
+  case $n in ''|*[!0-9]*) echo "make demo: TOKENS must be a number, not '$n'" >&2; exit 2 ;; esac
   say_step() {
     case $1 in
       cluster) say "10. A deployment on this machine: a dealer and three parties, each party holding only its sealed share of the weights (mimir-cluster)" ;;
@@ -83,21 +87,35 @@ if [ -x "$B/mimir-party" ] && [ -x "$B/mimir" ] && [ -f "$S/models/stories260K.b
   deploy_up
 
   say "14. The client (mimir generate): tokenizes here, sends the prompt only masked, reconstructs each token from the parties' sealed parts"
-  echo "   (about 0.5-1.5 s per token on 2 cores: five layers on MAC-checked shares, over mutual TLS between processes)"
+  echo "   ($n tokens, about 0.5-1.5 s each on 2 cores: five layers on MAC-checked shares, over mutual TLS between processes; the text appears as it is made)"
   printf '   '
   MIMIR_API_KEY=$key "$B/mimir" generate --gateway "$gurl" --session "$sid" --ca "$P/ca.crt" \
-    --tokenizer "$S/models/tok512.bin" --tokens "$n" "Once upon a time" 2>"$work/gen.err" | tee "$work/gen.txt"
+    --tokenizer "$S/models/tok512.bin" --tokens "$n" "$prompt" 2>"$work/gen.err" | tee "$work/gen.txt"
   echo
   sed 's/^/   /' "$work/gen.err"
   "$B/mimir-ref" --model "$S/models/stories260K.bin" --tokenizer "$S/models/tok512.bin" \
-    --prompt "Once upon a time" --tokens "$n" > "$work/ref.txt" 2>/dev/null
+    --prompt "$prompt" --tokens "$n" > "$work/ref.txt" 2>/dev/null
   if cmp -s "$work/gen.txt" "$work/ref.txt"; then
     echo "   the parties produced exactly what the plaintext model produces ($n tokens); none of them saw the prompt or the text"
   else
     echo "   MISMATCH between the secure generation and mimir-ref"; exit 1
   fi
 
-  say "15. What each party saw: masked openings and counters, never text; the audit chain of every administrative act"
+  say "15. The same through the OpenAI API: mimir proxy on the client's machine, curl as the SDK (8 tokens, streamed)"
+  MIMIR_API_KEY=$key "$B/mimir" proxy --gateway "$gurl" --session "$sid" --ca "$P/ca.crt" \
+    --tokenizer "$S/models/tok512.bin" --listen 127.0.0.1:0 --port-file "$work/proxy.port" 2>"$work/proxy.log" &
+  proxy=$!
+  for _ in $(seq 100); do [ -s "$work/proxy.port" ] && break; sleep 0.05; done
+  purl="http://127.0.0.1:$(cat "$work/proxy.port")"
+  echo "   $ curl $purl/v1/completions -d '{\"model\": \"$sid\", \"prompt\": \"$prompt\", \"max_tokens\": 8, \"temperature\": 0, \"stream\": true}'"
+  jq -nc --arg m "$sid" --arg p "$prompt" '{model: $m, prompt: $p, max_tokens: 8, temperature: 0, stream: true}' |
+    curl -sSN "$purl/v1/completions" -H 'Content-Type: application/json' -d @- | tee "$work/oai.txt" |
+    sed -n 's/^data: //p' | cut -c1-120 | sed 's/^/   data: /; s/$/ .../'
+  text=$(sed -n 's/^data: \({.*\)/\1/p' "$work/oai.txt" | jq -rj '.choices[0].text // empty')
+  echo "   text: $prompt$text"
+  kill "$proxy" 2>/dev/null; wait "$proxy" 2>/dev/null || true
+
+  say "16. What each party saw: masked openings and counters, never text; the audit chain of every administrative act"
   for i in 0 1 2; do
     url=$(jq -r ".parties[$i].url" "$C/cluster.json")
     admin "$url/metrics" | grep -E '^mimir_party_(tokens_total|mpc_rounds_total|triples_sacrificed_total) ' | sed "s/^/   party$i: /"
