@@ -134,9 +134,9 @@ awk -v b="$bytes" -v per="$per" -v d="${drops:-0}" -v s="$waited" 'BEGIN {
   printf "    output buffer at attach (the replay log itself is one per generation), then heartbeats.\n"
   printf "  bound per stream: the TLS connection, plus its output buffer, capped at the replay log size\n"
   printf "    (stream.buffer_bytes, or three masks parts if larger) + 64 KiB (4 MiB + 64 KiB by default;\n"
-  printf "    a client that falls further behind is dropped). The buffer keeps its high-water mark (it\n"
-  printf "    never shrinks), so a client that keeps up still holds the replay it was sent:\n"
-  printf "    %.1f KiB per stream measured = %.1f KiB replay + %.1f KiB connection.\n", per, b / 1024, per - b / 1024
+  printf "    a client that falls further behind is dropped). A drained buffer is given back, so a\n"
+  printf "    client that keeps up costs its connection (TLS state, the socket, libmicrohttpd):\n"
+  printf "    %.1f KiB per stream measured, after %.1f KiB sent to each.\n", per, b / 1024
   printf "  streams dropped as too slow: %s; the generation waited %s s for its INPUT\n", d, s
   printf "    (the parties give up after limits.input_timeout_ms, 60 s by default)\n"
 }'
