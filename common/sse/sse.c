@@ -218,8 +218,7 @@ int sse_log_attach(struct sse_log *l, struct http_stream *st, uint64_t after)
 		size_t nc = l->catt ? l->catt * 2 : 4;
 		struct http_stream **na = realloc(l->att, nc * sizeof *na);
 		if (!na) {
-			http_stream_close(st);
-			rc = ERR_NOMEM;
+			rc = ERR_NOMEM; /* st stays the caller's */
 			goto out;
 		}
 		l->att = na;
@@ -253,6 +252,22 @@ size_t sse_log_attached(struct sse_log *l)
 	size_t v = l->natt;
 	pthread_mutex_unlock(&l->mu);
 	return v;
+}
+
+size_t sse_log_clients(struct sse_log *l)
+{
+	pthread_mutex_lock(&l->mu);
+	for (size_t i = 0; i < l->natt;) {
+		if (!http_stream_alive(l->att[i])) {
+			http_stream_close(l->att[i]);
+			l->att[i] = l->att[--l->natt];
+		} else {
+			i++;
+		}
+	}
+	size_t n = l->natt;
+	pthread_mutex_unlock(&l->mu);
+	return n;
 }
 
 /* ---- the reader ---- */

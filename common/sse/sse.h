@@ -52,14 +52,19 @@ int sse_log_append(struct sse_log *l, const char *event, const char *data, size_
 		   uint64_t *id_out);
 /* Takes ownership of the caller's reference to st: replays the events with id > after,
  * then keeps the stream attached for new ones. When the log is already finished the
- * stream gets the replay and is closed. ERR_RANGE when an event after `after` has been
- * dropped from the buffer (the stream is still owned by the caller in that case);
- * ERR_INVALID when after is beyond the last id. */
+ * stream gets the replay and is closed. On an error the stream stays the caller's:
+ * ERR_RANGE when an event after `after` has been dropped from the buffer, ERR_INVALID
+ * when after is beyond the last id, ERR_NOMEM. */
 int sse_log_attach(struct sse_log *l, struct http_stream *st, uint64_t after);
 /* Marks the stream complete: attached streams are closed after what they have. */
 void sse_log_finish(struct sse_log *l);
 uint64_t sse_log_last_id(struct sse_log *l);
 size_t sse_log_attached(struct sse_log *l);
+/* Releases the attached streams whose client has gone and returns how many remain. A
+ * log learns of a gone client at its next write otherwise, and a stream can wait long
+ * for its next event (a generation waiting for its client's INPUT); the HTTP layer's
+ * heartbeats find dead connections, and this asks each stream. */
+size_t sse_log_clients(struct sse_log *l);
 
 /* ---- the reader ---- */
 struct sse_event {

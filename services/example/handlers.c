@@ -158,7 +158,9 @@ int example_feed_get(struct http_req *r, void *ctx)
 	if ((rc = sse_reply(r, (unsigned)c->set.heartbeat_ms, &st)) != 0)
 		return rc;
 	rc = sse_log_attach(log, st, after);
-	if (rc == ERR_RANGE) {
+	if (rc != 0 && rc != ERR_RANGE) {
+		http_stream_close(st); /* nobody will write to it */
+	} else if (rc == ERR_RANGE) {
 		/* Headers are gone already: say so in the stream, then end it. */
 		char *ev;
 		size_t n;

@@ -12,8 +12,8 @@
  * handlers of the route table. The client's generations are relayed between the client
  * and the session's parties by relay.c (one reader thread per party event stream, the
  * parties' sealed parts combined per token into one event of the client's stream, kept
- * for resumption in a per-generation event log, events.c); stream.c holds their
- * handlers. */
+ * for resumption in a per-generation replay log, common/sse's sse_log); stream.c holds
+ * their handlers. */
 #ifndef MIMIR_GATEWAY_H
 #define MIMIR_GATEWAY_H
 
@@ -117,26 +117,6 @@ int gw_upstream_call(struct gw_upstream *u, struct http_req *r, const char *meth
 /* Whether /healthz of the session service answers, cached for a second; why says why
  * not. */
 bool gw_upstream_ready(struct gw_upstream *u, char *why, size_t cap);
-
-/* ---- the event log of one generation (events.c) ----
- * Consecutive ids from 1; the last max_events / max_bytes events are kept. */
-struct gw_evlog;
-struct gw_evlog *gw_evlog_new(size_t max_events, size_t max_bytes);
-/* Closes every attached stream and frees. Accepts NULL. */
-void gw_evlog_free(struct gw_evlog *l);
-/* Appends an event and writes it to every attached stream (streams whose client has
- * gone are released). ERR_INVALID once finished. */
-int gw_evlog_append(struct gw_evlog *l, const char *event, const char *data, size_t len, uint64_t *id);
-/* Takes the caller's reference to st: writes the events with id > after, then keeps st
- * attached (or closes it when the log is finished). ERR_INVALID when after is beyond
- * the last id, ERR_RANGE when an event after it has left the buffer, ERR_NOMEM: st then
- * stays the caller's. */
-int gw_evlog_attach(struct gw_evlog *l, struct http_stream *st, uint64_t after);
-/* No more events: attached streams end once written. */
-void gw_evlog_finish(struct gw_evlog *l);
-uint64_t gw_evlog_last_id(struct gw_evlog *l);
-/* Releases the streams whose client has gone; returns how many remain. */
-size_t gw_evlog_clients(struct gw_evlog *l);
 
 /* ---- generations relayed to the parties (relay.c) ---- */
 struct gw_relay; /* the table of generations, the janitor thread */

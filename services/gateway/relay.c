@@ -73,7 +73,7 @@ struct gw_gen {
 	pthread_mutex_t mu;
 	enum gstate state;
 	bool finished, stop, input_posted, want_cancel, cancel_sent, abandoned, counted;
-	struct gw_evlog *log;
+	struct sse_log *log;
 	char *masks[MPC_MAX_PARTIES], *receipts[MPC_MAX_PARTIES];
 	unsigned n_masks, n_receipts, n_done;
 	struct tok *head[MPC_MAX_PARTIES], *tail[MPC_MAX_PARTIES];
@@ -134,7 +134,7 @@ static void free_pending_locked(struct gw_gen *g)
 static void gen_free(struct gw_gen *g)
 {
 	free_pending_locked(g);
-	gw_evlog_free(g->log);
+	sse_log_free(g->log);
 	for (unsigned k = 0; k < g->n; k++)
 		httpc_free(g->ctl[k]);
 	httpc_multi_free(g->multi);
@@ -172,7 +172,7 @@ static void finish_locked(struct gw_gen *g, enum gstate st, const char *detail)
 	snprintf(g->detail, sizeof g->detail, "%s", detail ? detail : "");
 	if (st != GS_DONE)
 		g->want_cancel = true;
-	gw_evlog_finish(g->log);
+	sse_log_finish(g->log);
 	free_pending_locked(g);
 	pthread_mutex_lock(&g->rl->mu);
 	g->rl->live--;
@@ -185,7 +185,7 @@ static void append_json_locked(struct gw_gen *g, const char *event, json_t *data
 {
 	char *text = data ? json_dumps(data, JSON_COMPACT) : NULL;
 	json_decref(data);
-	if (!text || gw_evlog_append(g->log, event, text, strlen(text), NULL) != 0)
+	if (!text || sse_log_append(g->log, event, text, strlen(text), NULL) != 0)
 		LOG_ERROR("gateway.event_lost", LOG_S("generation", g->id), LOG_S("event", event),
 			  LOG_S("detail", "out of memory: the client's stream misses an event"));
 	free(text);
@@ -616,7 +616,7 @@ static json_t *view_locked(struct gw_gen *g)
 	json_t *v = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:I, s:s}", "id", g->id, "session", g->session,
 			      "state", state_names[g->state], "parties", (int)g->n, "slots", (int)g->slots,
 			      "max_tokens", (int)g->max_tokens, "tokens", (int)g->tokens, "last_event_id",
-			      (json_int_t)gw_evlog_last_id(g->log), "events", events);
+			      (json_int_t)sse_log_last_id(g->log), "events", events);
 	if (v && g->finished && g->detail[0])
 		json_object_set_new(v, "detail", json_string(g->detail));
 	return v;
@@ -749,7 +749,7 @@ int gw_gen_start(struct gw_relay *rl, const struct gw_gen_spec *sp, struct gw_ge
 	if (cap < g->n * (g->b64_masks + 256) + 65536)
 		cap = g->n * (g->b64_masks + 256) + 65536;
 	g->log_bytes = cap;
-	if (!(g->log = gw_evlog_new((size_t)g->max_tokens + 16, cap)) || httpc_multi_new(&g->multi) != 0) {
+	if (!(g->log = sse_log_new((size_t)g->max_tokens + 16, cap)) || httpc_multi_new(&g->multi) != 0) {
 		rc = ERR_NOMEM;
 		goto out;
 	}
@@ -845,7 +845,7 @@ struct gw_gen *gw_gen_find(struct gw_relay *rl, const char *session, const char 
 
 uint64_t gw_gen_last_event(struct gw_gen *g)
 {
-	return gw_evlog_last_id(g->log);
+	return sse_log_last_id(g->log);
 }
 
 size_t gw_gen_stream_buffer(const struct gw_gen *g)
@@ -856,7 +856,7 @@ size_t gw_gen_stream_buffer(const struct gw_gen *g)
 int gw_gen_attach(struct gw_gen *g, struct http_stream *st, uint64_t after)
 {
 	pthread_mutex_lock(&g->mu);
-	int rc = gw_evlog_attach(g->log, st, after);
+	int rc = sse_log_attach(g->log, st, after);
 	if (rc == 0)
 		g->lonely_ms = 0;
 	pthread_mutex_unlock(&g->mu);
@@ -933,7 +933,7 @@ static bool tend(struct gw_relay *rl, struct gw_gen *g, int64_t now)
 	const char *outcome = NULL;
 	pthread_mutex_lock(&g->mu);
 	if (!g->finished) {
-		if (gw_evlog_clients(g->log) > 0) {
+		if (sse_log_clients(g->log) > 0) {
 			g->lonely_ms = 0;
 		} else if (!g->lonely_ms) {
 			g->lonely_ms = now;
