@@ -33,19 +33,7 @@ struct out {
 	size_t n;
 };
 
-static int say(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int say(int status, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fputs(PROG ": ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-	if (status == MX_USAGE)
-		fputs("(see " PROG " --help)\n", stderr);
-	return status;
-}
+#define say(...) mimir_say(PROG, __VA_ARGS__)
 
 static void usage(FILE *f)
 {
@@ -83,22 +71,17 @@ static void usage(FILE *f)
 
 /* ---- the command line ---- */
 
-static const char *env_or(const char *name, const char *dflt)
-{
-	const char *v = getenv(name);
-	return v && *v ? v : dflt;
-}
 
 /* Returns -1 to go on, otherwise the exit status. */
 static int parse_args(int argc, char **argv, struct opts *o)
 {
 	struct gcl_config *c = &o->cfg;
 	struct gcl_request *q = &o->req;
-	c->gateway = env_or("MIMIR_GATEWAY", "https://localhost:8443");
-	c->session = env_or("MIMIR_SESSION", NULL);
-	c->ca = env_or("MIMIR_CA", NULL);
-	c->key = env_or("MIMIR_API_KEY", NULL);
-	snprintf(o->tokenizer, sizeof o->tokenizer, "%s/models/tok512.bin", env_or("MIMIR_SHARED", "../shared"));
+	c->gateway = mimir_env("MIMIR_GATEWAY", "https://localhost:8443");
+	c->session = mimir_env("MIMIR_SESSION", NULL);
+	c->ca = mimir_env("MIMIR_CA", NULL);
+	c->key = mimir_env("MIMIR_API_KEY", NULL);
+	snprintf(o->tokenizer, sizeof o->tokenizer, "%s/models/tok512.bin", mimir_env("MIMIR_SHARED", "../shared"));
 	c->tokenizer = o->tokenizer;
 	c->timeout_s = 30;
 	q->tokens = 64;

@@ -1,12 +1,33 @@
 /* mimir: the client's command-line tool; dispatches to its commands (generate.c).
  * Usage errors exit 2 with a hint; every other status is listed in --help. */
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <sodium.h>
 
 #include "mimir.h"
 #include "svc/svc.h"
+
+int mimir_say(const char *prog, int status, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "%s: ", prog);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	if (status == MX_USAGE)
+		fprintf(stderr, "(see %s --help)\n", prog);
+	return status;
+}
+
+const char *mimir_env(const char *name, const char *dflt)
+{
+	const char *v = getenv(name);
+	return v && *v ? v : dflt;
+}
 
 static void usage(FILE *f)
 {

@@ -28,6 +28,11 @@ enum mimir_exit {
 	MX_INTEGRITY = GCL_INTEGRITY,
 };
 
+/* "prog: message" on stderr, with the --help hint for MX_USAGE; returns status. */
+int mimir_say(const char *prog, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The environment variable, or dflt when it is unset or empty. */
+const char *mimir_env(const char *name, const char *dflt);
+
 int mimir_generate(int argc, char **argv);
 int mimir_proxy(int argc, char **argv);
 

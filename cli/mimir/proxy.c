@@ -55,25 +55,8 @@ static void usage(FILE *f)
 		"command line.\n");
 }
 
-static int say(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int say(int status, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	fputs(PROG ": ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-	if (status == MX_USAGE)
-		fputs("(see " PROG " --help)\n", stderr);
-	return status;
-}
+#define say(...) mimir_say(PROG, __VA_ARGS__)
 
-static const char *env_or(const char *name, const char *dflt)
-{
-	const char *v = getenv(name);
-	return v && *v ? v : dflt;
-}
 
 /* "ADDR:PORT" or "[ADDR]:PORT" with a loopback address. */
 static bool parse_listen(const char *s, char *addr, size_t cap, uint16_t *port)
@@ -110,14 +93,14 @@ static const struct http_route routes[] = {
 int mimir_proxy(int argc, char **argv)
 {
 	const char *listen = "127.0.0.1:8088", *port_file = NULL;
-	const char *session = env_or("MIMIR_SESSION", NULL);
+	const char *session = mimir_env("MIMIR_SESSION", NULL);
 	char tokenizer[4096];
-	snprintf(tokenizer, sizeof tokenizer, "%s/models/tok512.bin", env_or("MIMIR_SHARED", "../shared"));
+	snprintf(tokenizer, sizeof tokenizer, "%s/models/tok512.bin", mimir_env("MIMIR_SHARED", "../shared"));
 	struct oai_config oc = {
-		.gateway = env_or("MIMIR_GATEWAY", "https://localhost:8443"),
-		.ca = env_or("MIMIR_CA", NULL),
+		.gateway = mimir_env("MIMIR_GATEWAY", "https://localhost:8443"),
+		.ca = mimir_env("MIMIR_CA", NULL),
 		.tokenizer = tokenizer,
-		.key = env_or("MIMIR_API_KEY", NULL),
+		.key = mimir_env("MIMIR_API_KEY", NULL),
 		.timeout_s = 30,
 		.default_max_tokens = 16,
 		.max_running = 2,
@@ -196,7 +179,7 @@ int mimir_proxy(int argc, char **argv)
 	oc.n_sessions = 1;
 
 	enum log_level lvl = LOG_LEVEL_WARN;
-	if (log_level_parse(env_or("MIMIR_LOG_LEVEL", "warn"), &lvl) != 0)
+	if (log_level_parse(mimir_env("MIMIR_LOG_LEVEL", "warn"), &lvl) != 0)
 		return say(MX_USAGE, "MIMIR_LOG_LEVEL: expected debug, info, warn or error");
 	log_set_service("mimir-proxy");
 	log_set_level(lvl);

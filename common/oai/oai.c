@@ -382,9 +382,19 @@ static void job_done(struct oai *o)
 	pthread_mutex_unlock(&o->mu);
 }
 
-/* Starts fn(job) in a detached thread, within max_running. Replies itself on failure. */
+/* Takes the request's API key into the job and starts fn(job) in a detached thread,
+ * within max_running. Replies itself (and frees the job) on failure. */
 static int spawn(struct http_req *r, struct oai *o, struct job *j, void *(*fn)(void *))
 {
+	const char *k = key_of(o, r);
+	if (!k) {
+		job_free(j);
+		http_reply_header(r, "WWW-Authenticate", "Bearer");
+		return oai_reply_error(r, ERR_UNAUTHENTICATED, 401,
+				   "give a Mimir API key as the bearer token (Authorization: Bearer mimir_sk_...)", NULL,
+				   "invalid_api_key");
+	}
+	snprintf(j->key, sizeof j->key, "%s", k);
 	pthread_mutex_lock(&o->mu);
 	bool full = o->running >= o->max_running || o->stopping || !o->gateway;
 	if (!full)
@@ -466,15 +476,6 @@ int oai_models(struct http_req *r, struct oai *o)
 	if (!j)
 		return ERR_NOMEM;
 	j->o = o;
-	const char *k = key_of(o, r);
-	if (!k) {
-		job_free(j);
-		http_reply_header(r, "WWW-Authenticate", "Bearer");
-		return oai_reply_error(r, ERR_UNAUTHENTICATED, 401,
-				   "give a Mimir API key as the bearer token (Authorization: Bearer mimir_sk_...)", NULL,
-				   "invalid_api_key");
-	}
-	snprintf(j->key, sizeof j->key, "%s", k);
 	return spawn(r, o, j, models_worker);
 }
 
@@ -733,15 +734,6 @@ int oai_completions(struct http_req *r, struct oai *o)
 				   "no such model here: a model is a session offered by this server (GET /v1/models)",
 				   "model", "model_not_found");
 	}
-	const char *k = key_of(o, r);
-	if (!k) {
-		job_free(j);
-		http_reply_header(r, "WWW-Authenticate", "Bearer");
-		return oai_reply_error(r, ERR_UNAUTHENTICATED, 401,
-				   "give a Mimir API key as the bearer token (Authorization: Bearer mimir_sk_...)", NULL,
-				   "invalid_api_key");
-	}
-	snprintf(j->key, sizeof j->key, "%s", k);
 	snprintf(j->model, sizeof j->model, "%s", j->c.model);
 	return spawn(r, o, j, completion_worker);
 }

@@ -113,7 +113,7 @@ int attestd_ca_issue(struct attestd_ca *ca, const struct ident_leaf_spec *spec,
 		     EVP_PKEY *subject, X509 **out);
 /* A CRL v2 over the given revoked entries, signed by the CA: DER, new buffer. */
 struct attestd_revoked {
-	char serial[ATTESTD_SERIAL_HEX_MAX + 1]; /* lowercase hex, no leading zeros */
+	char serial[ATTESTD_SERIAL_HEX_MAX + 1]; /* lowercase hex, two digits a byte, no leading zero byte */
 	int64_t revoked_at;
 	int64_t expires_at; /* dropped from the CRL after this */
 	int reason;         /* CRLReason code, -1: none */

@@ -57,7 +57,10 @@ static const char *const reason_names[] = {"unspecified", "keyCompromise", "affi
 					   "privilegeWithdrawn", NULL};
 static const int reason_codes[] = {-1, 1, 3, 4, 5, 9};
 
-/* Lowercase hex without leading zeros, 1..40 digits; false when s is not hex. */
+/* The serial's one spelling, the one certificates are read in (common/ident): the
+ * bytes of the integer in lowercase hex, two digits each, no leading zero byte ("06af",
+ * not "6af"; zero is "00"). Accepts 1..64 hex digits of either case with any leading
+ * zeros; false when s is not hex or the value needs more than 20 bytes. */
 static bool serial_norm(const char *s, char out[ATTESTD_SERIAL_HEX_MAX + 1])
 {
 	size_t l = s ? strlen(s) : 0;
@@ -66,9 +69,11 @@ static bool serial_norm(const char *s, char out[ATTESTD_SERIAL_HEX_MAX + 1])
 	size_t i = 0;
 	while (i + 1 < l && s[i] == '0')
 		i++;
-	if (l - i > ATTESTD_SERIAL_HEX_MAX)
+	size_t digits = l - i, o = 0;
+	if (digits > ATTESTD_SERIAL_HEX_MAX)
 		return false;
-	size_t o = 0;
+	if (digits % 2)
+		out[o++] = '0';
 	for (; i < l; i++) {
 		char ch = s[i];
 		if (ch >= 'A' && ch <= 'F')
