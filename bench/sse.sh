@@ -55,7 +55,7 @@ surl="https://localhost:$(cat "$work/session.port")"
 deploy_start ssegw mimir-gateway "{\"http\": {\"port\": 0, \"threads\": $threads, \"max_connections\": $((kmax + 256))},
  \"log\": {\"level\": \"warn\"},
  \"tls\": {\"cert\": \"$P/gateway.crt\", \"key\": \"$P/gateway.key\", \"ca\": \"$P/ca.crt\"},
- \"session\": {\"url\": \"$surl\", \"ca\": \"$P/ca.crt\", \"cert\": \"$P/gateway.crt\", \"key\": \"$P/gateway.key\"},
+ \"session\": {\"url\": \"$surl\", \"ca\": \"$P/ca.crt\", \"cert\": \"$P/gateway.crt\", \"key\": \"$P/gateway.key\"}, \"parties\": {\"ca\": \"$T\"},
  \"keys\": {\"cache_ms\": 600000}, \"limits\": {\"key_rate\": 1000000, \"key_burst\": 1000000},
  \"stream\": {\"heartbeat_ms\": $hb_ms, \"abandon_ms\": 120000}}"
 gw_pid=${deploy_pids[-1]}

@@ -76,17 +76,18 @@ if [ -x "$B/mimir-party" ] && [ -x "$B/mimir" ] && [ -f "$S/models/stories260K.b
   case $n in ''|*[!0-9]*) echo "make demo: TOKENS must be a number, not '$n'" >&2; exit 2 ;; esac
   say_step() {
     case $1 in
-      cluster) say "10. A deployment on this machine: a dealer and three parties, each party holding only its sealed share of the weights (mimir-cluster)" ;;
-      services) say "11. The session registry (SQLite) that provisions the dealer and the parties, and the gateway, the only public edge" ;;
-      register) say "12. The administrator registers the model (the digest of each share file) and the parties (sealing key, pinned certificate, endpoint)" ;;
-      session) say "13. A session: the registry posts it to the dealer, opens it at every party, and it becomes ready when all three have loaded their shares" ;;
+      attest) say "10. The attest service: it issues the certificates of the dealer and the parties on their evidence (simulated here, which the development policy allows and logs loudly)" ;;
+      cluster) say "11. A deployment on this machine: a dealer and three parties with attested certificates, each party holding only its sealed share of the weights, its sealing key bound in its certificate (mimir-cluster --attest)" ;;
+      services) say "12. The session registry (SQLite) that provisions the dealer and the parties, and the gateway, the only public edge" ;;
+      register) say "13. The administrator registers the model (the digest of each share file) and the parties (sealing key, pinned certificate, attestation, endpoint)" ;;
+      session) say "14. A session: the registry posts it to the dealer, opens it at every party, and it becomes ready when all three have loaded their shares" ;;
     esac
   }
   . "$(dirname "$0")/deploy.sh"
   trap 'deploy_down; rm -rf "$work"' EXIT
   deploy_up
 
-  say "14. The client (mimir generate): tokenizes here, sends the prompt only masked, reconstructs each token from the parties' sealed parts"
+  say "15. The client (mimir generate): tokenizes here, sends the prompt only masked, reconstructs each token from the parties' sealed parts"
   echo "   ($n tokens, about 0.5-1.5 s each on 2 cores: five layers on MAC-checked shares, over mutual TLS between processes; the text appears as it is made)"
   printf '   '
   MIMIR_API_KEY=$key "$B/mimir" generate --gateway "$gurl" --session "$sid" --ca "$P/ca.crt" \
@@ -101,7 +102,7 @@ if [ -x "$B/mimir-party" ] && [ -x "$B/mimir" ] && [ -f "$S/models/stories260K.b
     echo "   MISMATCH between the secure generation and mimir-ref"; exit 1
   fi
 
-  say "15. The same through the OpenAI API: mimir proxy on the client's machine, curl as the SDK (8 tokens, streamed)"
+  say "16. The same through the OpenAI API: mimir proxy on the client's machine, curl as the SDK (8 tokens, streamed)"
   MIMIR_API_KEY=$key "$B/mimir" proxy --gateway "$gurl" --session "$sid" --ca "$P/ca.crt" \
     --tokenizer "$S/models/tok512.bin" --listen 127.0.0.1:0 --port-file "$work/proxy.port" 2>"$work/proxy.log" &
   proxy=$!
@@ -110,18 +111,19 @@ if [ -x "$B/mimir-party" ] && [ -x "$B/mimir" ] && [ -f "$S/models/stories260K.b
   echo "   $ curl $purl/v1/completions -d '{\"model\": \"$sid\", \"prompt\": \"$prompt\", \"max_tokens\": 8, \"temperature\": 0, \"stream\": true}'"
   jq -nc --arg m "$sid" --arg p "$prompt" '{model: $m, prompt: $p, max_tokens: 8, temperature: 0, stream: true}' |
     curl -sSN "$purl/v1/completions" -H 'Content-Type: application/json' -d @- | tee "$work/oai.txt" |
-    sed -n 's/^data: //p' | cut -c1-120 | sed 's/^/   data: /; s/$/ .../'
+    sed -un 's/^data: //p' | jq --unbuffered -Rrc '(fromjson? | .choices[0] | "{..., \"choices\": [{\"text\": \(.text | tojson), \"finish_reason\": \(.finish_reason | tojson)}]}") // .' |
+    sed 's/^/   data: /'
   text=$(sed -n 's/^data: \({.*\)/\1/p' "$work/oai.txt" | jq -rj '.choices[0].text // empty')
   echo "   text: $prompt$text"
   kill "$proxy" 2>/dev/null; wait "$proxy" 2>/dev/null || true
 
-  say "16. What each party saw: masked openings and counters, never text; the audit chain of every administrative act"
+  say "17. What each party saw: masked openings and counters, never text; the audit chain of every administrative act"
   for i in 0 1 2; do
     url=$(jq -r ".parties[$i].url" "$C/cluster.json")
     admin "$url/metrics" | grep -E '^mimir_party_(tokens_total|mpc_rounds_total|triples_sacrificed_total) ' | sed "s/^/   party$i: /"
   done
   admin "$gurl/admin/v1/audit/verify" | jq -c '{audit_chain_intact: .ok, entries: .entries}' | sed 's/^/   /'
   deploy_down
-  echo "   stopped: dealer, parties, session service, gateway"
+  echo "   stopped: attest, dealer, parties, session service, gateway"
 fi
 say "done"

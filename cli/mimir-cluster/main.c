@@ -5,7 +5,11 @@
  * own (they outlive this tool), waits until every /readyz answers over mutual TLS and
  * writes DIR/cluster.json: where each service listens, its certificate fingerprint,
  * each party's sealing key and stream URL, the process ids and the logs, all a caller
- * needs to open sessions. `down` stops them with SIGTERM (SIGKILL past the timeout),
+ * needs to open sessions. With --attest URL the dealer and the parties do not take
+ * their certificates from the dev PKI: each asks the attest service for one with
+ * (simulated) evidence bound to its TLS key and, for a party, to the X25519 key its
+ * share is sealed to, as a TEE deployment does (mimir-attest request); the services
+ * then trust the dev CA and the attestation CA (DIR/trust.pem). `down` stops them with SIGTERM (SIGKILL past the timeout),
  * checking first that each pid still runs the binary it started; `status` probes them.
  * Exit status: 0 done, 1 failed, 2 bad command line. */
 #include <errno.h>
@@ -27,8 +31,11 @@
 #include <jansson.h>
 #include <sodium.h>
 
+#include <openssl/pem.h>
+
 #include "err/err.h"
 #include "httpc/httpc.h"
+#include "ident/ident.h"
 #include "mnet/mnet.h"
 #include "mpc/mpc.h"
 
@@ -38,7 +45,8 @@
 
 static void usage(FILE *f)
 {
-	fputs("Usage: " PROG " up --dir DIR [--parties N] [--model PATH] [--frac-bits F] [--timeout S]\n"
+	fputs("Usage: " PROG " up --dir DIR [--parties N] [--model PATH] [--frac-bits F] [--attest URL]\n"
+	      "                      [--timeout S]\n"
 	      "       " PROG " down --dir DIR [--timeout S]\n"
 	      "       " PROG " status --dir DIR\n"
 	      "\n"
@@ -59,6 +67,11 @@ static void usage(FILE *f)
 	      "                   $MIMIR_SHARED/models/stories260K.bin, MIMIR_SHARED defaults to\n"
 	      "                   ../shared)\n"
 	      "  --frac-bits F    fixed-point fractional bits of the shares (default 16)\n"
+	      "  --attest URL     the dealer and the parties get attested certificates from the\n"
+	      "                   attest service at URL (its TLS certificate from DIR/pki; its\n"
+	      "                   policy must allow simulated evidence for roles party and\n"
+	      "                   dealer), a party's bound to the X25519 key of its share; files\n"
+	      "                   in DIR/attested, the CAs to trust in DIR/trust.pem\n"
 	      "  --timeout S      seconds to wait for readiness or for the processes to stop\n"
 	      "                   (default 30)\n"
 	      "  -h, --help       this text\n"
@@ -104,10 +117,18 @@ static bool path_fmt(char *out, const char *fmt, ...)
 
 struct opts {
 	const char *dir;
+	const char *attest; /* the attest service's URL, or NULL: certificates from the dev PKI */
 	long parties, frac_bits, timeout_s;
 	char model[PATHMAX];
 	char bindir[PATHMAX];
 };
+
+/* Where the services' certificates are, and the CAs every link trusts. */
+static const char *certdir(const struct opts *o) { return o->attest ? "attested" : "pki"; }
+static bool trust_path(char *out, const struct opts *o)
+{
+	return o->attest ? path_fmt(out, "%s/trust.pem", o->dir) : path_fmt(out, "%s/pki/ca.crt", o->dir);
+}
 
 /* The directory of this executable: the other binaries are its siblings. */
 static int find_bindir(char *out)
@@ -150,6 +171,63 @@ static int run_tool(const struct opts *o, char *const argv[])
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
 		return fail("%s failed (status %d); see %s", argv[0], WIFEXITED(st) ? WEXITSTATUS(st) : -1, log);
 	return 0;
+}
+
+/* One certificate from the attest service, unless DIR/attested/NAME.crt exists. */
+static int attest_one(const struct opts *o, const char *role, const char *name, bool x25519)
+{
+	char bin[PATHMAX], ca[PATHMAX], out[PATHMAX], crt[PATHMAX], pub[PATHMAX];
+	if (!path_fmt(bin, "%s/mimir-attest", o->bindir) || !path_fmt(ca, "%s/pki/ca.crt", o->dir) ||
+	    !path_fmt(out, "%s/attested", o->dir) || !path_fmt(crt, "%s/%s.crt", out, name) ||
+	    !path_fmt(pub, "%s/keys/%s.x25519.pub", o->dir, name))
+		return fail("path too long");
+	if (exists(crt))
+		return 0;
+	if (mkdir(out, 0700) != 0 && errno != EEXIST)
+		return fail("cannot create %s: %s", out, strerror(errno));
+	char *argv[] = {bin, "request", "--url", (char *)o->attest, "--ca", ca, "--platform", "simulated", "--role",
+			(char *)role, "--name", (char *)name, "--dns", "localhost", "--ip", "127.0.0.1", "--out", out,
+			x25519 ? "--x25519" : NULL, pub, NULL};
+	return run_tool(o, argv);
+}
+
+/* The dealer's and every party's attested certificates, and DIR/trust.pem: the dev CA
+ * (people, the session service, the gateway) and the attestation CA (the dealer and
+ * the parties). */
+static int attest_all(const struct opts *o)
+{
+	int rc = attest_one(o, "dealer", "dealer", false);
+	for (long i = 0; i < o->parties && rc == 0; i++) {
+		char name[32];
+		snprintf(name, sizeof name, "party%ld", i);
+		rc = attest_one(o, "party", name, true);
+	}
+	char dev[PATHMAX], aca[PATHMAX], trust[PATHMAX];
+	if (rc != 0)
+		return rc;
+	if (!path_fmt(dev, "%s/pki/ca.crt", o->dir) || !path_fmt(aca, "%s/attested/attest-ca.crt", o->dir) ||
+	    !trust_path(trust, o))
+		return fail("path too long");
+	FILE *w = fopen(trust, "w");
+	if (!w)
+		return fail("cannot write %s: %s", trust, strerror(errno));
+	const char *from[] = {dev, aca};
+	for (size_t i = 0; i < 2 && rc == 0; i++) {
+		FILE *r = fopen(from[i], "r");
+		char buf[4096];
+		size_t n;
+		if (!r) {
+			rc = fail("cannot read %s: %s", from[i], strerror(errno));
+			break;
+		}
+		while ((n = fread(buf, 1, sizeof buf, r)) > 0)
+			if (fwrite(buf, 1, n, w) != n)
+				rc = fail("cannot write %s", trust);
+		fclose(r);
+	}
+	if (fclose(w) != 0 && rc == 0)
+		rc = fail("cannot write %s", trust);
+	return rc;
 }
 
 static int make_material(const struct opts *o)
@@ -199,6 +277,8 @@ static int make_material(const struct opts *o)
 		rc = run_tool(o, argv);
 	}
 	free(to);
+	if (rc == 0 && o->attest)
+		rc = attest_all(o);
 	return rc;
 }
 
@@ -215,11 +295,11 @@ struct svcp {
 
 static int write_config(struct svcp *s, const struct opts *o, int party)
 {
-	char pki[PATHMAX];
-	if (!path_fmt(pki, "%s/pki", o->dir))
+	char pki[PATHMAX], trust[PATHMAX];
+	if (!path_fmt(pki, "%s/%s", o->dir, certdir(o)) || !trust_path(trust, o))
 		return fail("path too long");
-	json_t *tls = json_pack("{s:s+, s:s+, s:s+}", "cert", pki, party < 0 ? "/dealer.crt" : "/", "key", pki,
-				party < 0 ? "/dealer.key" : "/", "ca", pki, "/ca.crt");
+	json_t *tls = json_pack("{s:s+, s:s+, s:s}", "cert", pki, party < 0 ? "/dealer.crt" : "/", "key", pki,
+				party < 0 ? "/dealer.key" : "/", "ca", trust);
 	if (party >= 0) {
 		char c[PATHMAX], k[PATHMAX];
 		if (!path_fmt(c, "%s/party%d.crt", pki, party) || !path_fmt(k, "%s/party%d.key", pki, party)) {
@@ -281,7 +361,7 @@ static int start_service(struct svcp *s)
 static struct httpc *client(const struct opts *o, const char *url, enum ident_role role)
 {
 	char ca[PATHMAX], crt[PATHMAX], key[PATHMAX];
-	if (!path_fmt(ca, "%s/pki/ca.crt", o->dir) || !path_fmt(crt, "%s/pki/admin.crt", o->dir) ||
+	if (!trust_path(ca, o) || !path_fmt(crt, "%s/pki/admin.crt", o->dir) ||
 	    !path_fmt(key, "%s/pki/admin.key", o->dir))
 		return NULL;
 	struct httpc_opts ho = {.base_url = url, .ca_file = ca, .cert_file = crt, .key_file = key,
@@ -351,6 +431,26 @@ static void stop_pid(pid_t pid, int64_t deadline)
 	waitpid(pid, NULL, WNOHANG);
 }
 
+/* What an attested certificate says of its holder's platform, for the registry's
+ * attestation summary; NULL for a certificate without the Mimir extension's platform. */
+static json_t *attestation_of(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+	if (f)
+		fclose(f);
+	struct ident id;
+	json_t *out = NULL;
+	if (x && ident_from_x509(x, &id) == 0 && id.platform != IDENT_PLATFORM_NONE) {
+		char m[2 * IDENT_MEASUREMENT_MAX + 1];
+		sodium_bin2hex(m, sizeof m, id.measurement, id.measurement_len);
+		out = json_pack("{s:s, s:s, s:s, s:I}", "platform", ident_platform_name(id.platform), "measurement", m,
+				"certificate_serial", id.serial, "not_after", (json_int_t)id.not_after);
+	}
+	X509_free(x);
+	return out;
+}
+
 static json_t *fingerprint_of(const char *pem)
 {
 	uint8_t fp[32];
@@ -373,6 +473,8 @@ static int cmd_up(const struct opts *o)
 		if (!path_fmt(path, "%s/%s", o->bindir, need[i]) || access(path, X_OK) != 0)
 			return fail("%s/%s is missing: build the project first (make)", o->bindir, need[i]);
 	}
+	if (o->attest && (!path_fmt(path, "%s/mimir-attest", o->bindir) || access(path, X_OK) != 0))
+		return fail("%s/mimir-attest is missing: build the project first (make)", o->bindir);
 	if (make_material(o) != 0)
 		return 1;
 
@@ -404,8 +506,9 @@ static int cmd_up(const struct opts *o)
 		if (!(sv[i].identity = get_json(o, sv[i].url, "/v1/identity", IDENT_ROLE_PARTY)))
 			rc = fail("%s does not answer GET /v1/identity; see %s", sv[i].name, sv[i].log);
 	if (rc == 0) {
-		char pki[PATHMAX], crt[PATHMAX];
-		if (!path_fmt(pki, "%s/pki", o->dir) || !path_fmt(crt, "%s/dealer.crt", pki))
+		char pki[PATHMAX], crt[PATHMAX], trust[PATHMAX];
+		if (!path_fmt(pki, "%s/pki", o->dir) || !path_fmt(crt, "%s/%s/dealer.crt", o->dir, certdir(o)) ||
+		    !trust_path(trust, o))
 			rc = fail("path too long");
 		json_t *parties = json_array();
 		for (size_t i = 1; i < n && rc == 0; i++) {
@@ -413,16 +516,22 @@ static int cmd_up(const struct opts *o)
 			char surl[64];
 			snprintf(surl, sizeof surl, "https://localhost:%lld",
 				 (long long)json_integer_value(json_object_get(id, "stream_port")));
-			json_array_append_new(
-			    parties,
-			    json_pack("{s:I, s:s, s:s, s:O, s:O, s:i, s:s, s:s, s:s}", "index", (json_int_t)(i - 1), "url",
-				      sv[i].url, "stream_url", surl, "fingerprint",
-				      json_object_get(id, "certificate_fingerprint"), "sealing_key",
-				      json_object_get(id, "sealing_key"), "pid", (int)sv[i].pid, "binary", sv[i].binary,
-				      "log", sv[i].log, "config", sv[i].config));
+			json_t *p = json_pack("{s:I, s:s, s:s, s:O, s:O, s:i, s:s, s:s, s:s}", "index", (json_int_t)(i - 1),
+					      "url", sv[i].url, "stream_url", surl, "fingerprint",
+					      json_object_get(id, "certificate_fingerprint"), "sealing_key",
+					      json_object_get(id, "sealing_key"), "pid", (int)sv[i].pid, "binary",
+					      sv[i].binary, "log", sv[i].log, "config", sv[i].config);
+			char pc[PATHMAX];
+			json_t *att = o->attest && path_fmt(pc, "%s/attested/party%zu.crt", o->dir, i - 1)
+					      ? attestation_of(pc)
+					      : NULL;
+			if (p && att)
+				json_object_set(p, "attestation", att);
+			json_decref(att);
+			json_array_append_new(parties, p);
 		}
 		json_t *doc = json_pack("{s:s, s:s, s:{s:s+, s:s+, s:s+}, s:{s:s, s:o, s:i, s:s, s:s, s:s}, s:o, s:s}",
-					"dir", o->dir, "model", o->model, "admin", "ca", pki, "/ca.crt", "cert", pki,
+					"dir", o->dir, "model", o->model, "admin", "ca", trust, "", "cert", pki,
 					"/admin.crt", "key", pki, "/admin.key", "dealer", "url", sv[0].url,
 					"fingerprint", fingerprint_of(crt), "pid", (int)sv[0].pid, "binary",
 					sv[0].binary, "log", sv[0].log, "config", sv[0].config, "parties", parties,
@@ -581,11 +690,12 @@ int main(int argc, char **argv)
 	struct opts o = {.parties = 3, .frac_bits = 16, .timeout_s = 30};
 	const char *shared = getenv("MIMIR_SHARED");
 	snprintf(o.model, sizeof o.model, "%s/models/stories260K.bin", shared && *shared ? shared : "../shared");
-	enum { O_DIR = 256, O_PARTIES, O_MODEL, O_FRAC, O_TIMEOUT };
+	enum { O_DIR = 256, O_PARTIES, O_MODEL, O_FRAC, O_TIMEOUT, O_ATTEST };
 	static const struct option lo[] = {
 		{"dir", required_argument, NULL, O_DIR},         {"parties", required_argument, NULL, O_PARTIES},
 		{"model", required_argument, NULL, O_MODEL},     {"frac-bits", required_argument, NULL, O_FRAC},
-		{"timeout", required_argument, NULL, O_TIMEOUT}, {"help", no_argument, NULL, 'h'},
+		{"timeout", required_argument, NULL, O_TIMEOUT}, {"attest", required_argument, NULL, O_ATTEST},
+		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	opterr = 0;
@@ -596,6 +706,11 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 'h': usage(stdout); return 0;
 		case O_DIR: o.dir = a; break;
+		case O_ATTEST:
+			if (strncmp(a, "https://", 8) || strlen(a) > 200)
+				return fail("--attest %s: the attest service's https:// URL", a) + 1;
+			o.attest = a;
+			break;
 		case O_PARTIES:
 			if (!parse_long(a, 2, MPC_MAX_PARTIES, &o.parties))
 				return fail("--parties %s: an integer in 2..%d", a, MPC_MAX_PARTIES) + 1;
