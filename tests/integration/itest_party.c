@@ -1293,6 +1293,79 @@ START_TEST(test_cluster_up_down)
 }
 END_TEST
 
+/* mimir-cluster --attest: the dealer and the parties hold certificates the attest
+ * service issued on (simulated) evidence, not the dev PKI's; cluster.json pins them
+ * and carries each party's platform; every service answers over the trust bundle of
+ * the dev CA and the attestation CA, and refuses a client that trusts the dev CA alone
+ * for its server certificate. */
+START_TEST(test_cluster_attested)
+{
+	char dir[320], bin[512], json[4096], cwd[256], policy[400], aca[400];
+	snprintf(dir, sizeof dir, "%s/acluster", tmp);
+	snprintf(aca, sizeof aca, "%s/aca", tmp);
+	snprintf(policy, sizeof policy, "%s/attest-policy.json", tmp);
+	ck_assert_int_eq(tu_pki(tmp, "dev --out %s/pki", dir), 0);
+	ck_assert_int_eq(tu_pki(tmp, "ca --out %s --cn 'Mimir Attestation CA'", aca), 0);
+	static const char pol[] = "{\"version\": 1, \"roles\": {\"party\": {\"simulated\": {}}, \"dealer\": {\"simulated\": {}}}}";
+	ck_assert_int_eq(tu_write_file(policy, pol, sizeof pol - 1), 0);
+	ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+	snprintf(json, sizeof json,
+		 "{\"http\": {\"port\": 0, \"drain_timeout_ms\": 3000},"
+		 " \"tls\": {\"cert\": \"%s/pki/attest.crt\", \"key\": \"%s/pki/attest.key\", \"ca\": \"%s/pki/ca.crt\"},"
+		 " \"ca\": {\"cert\": \"%s/ca.crt\", \"key\": \"%s/ca.key\"}, \"policy\": {\"file\": \"%s\"},"
+		 " \"roots\": {\"dir\": \"%s/attest/roots\"}, \"revocations\": {\"file\": \"%s/attest.revoked\"}}",
+		 dir, dir, dir, aca, aca, policy, cwd, tmp);
+	struct tu_svc at;
+	ck_assert_msg(tu_svc_start(&at, tmp, "mimir-attest", "attest", json, NULL) == 0, "attest: see %s", at.log);
+	tu_build(bin, sizeof bin, "bin/mimir-cluster");
+	ck_assert_int_eq(tu_system("%s up --dir %s --parties 2 --attest %s >%s/acluster.out 2>&1", bin, dir, at.url, tmp),
+			 0);
+	ck_assert(tu_file_contains(at.log, "attest.simulated_accepted", 0));
+	char path[400], trust[400];
+	snprintf(path, sizeof path, "%s/cluster.json", dir);
+	snprintf(trust, sizeof trust, "%s/trust.pem", dir);
+	json_error_t e;
+	json_t *doc = json_load_file(path, 0, &e);
+	ck_assert_msg(doc, "%s: %s", path, e.text);
+	ck_assert_str_eq(jstr(json_object_get(doc, "admin"), "ca"), trust);
+	json_t *ps = json_object_get(doc, "parties");
+	ck_assert_uint_eq(json_array_size(ps), 2);
+	for (size_t i = 0; i < 2; i++) {
+		json_t *p = json_array_get(ps, i);
+		char crt[400], fp[65];
+		uint8_t b[32];
+		snprintf(crt, sizeof crt, "%s/attested/party%zu.crt", dir, i);
+		ck_assert_int_eq(mnet_cert_fingerprint(crt, b), 0);
+		sodium_bin2hex(fp, sizeof fp, b, sizeof b);
+		ck_assert_str_eq(jstr(p, "fingerprint"), fp);
+		ck_assert_str_eq(jstr(json_object_get(p, "attestation"), "platform"), "simulated");
+		/* over the bundle with the admin certificate; not with the dev CA alone */
+		struct httpc_opts ho = {.base_url = jstr(p, "url"), .ca_file = trust, .expect_role = IDENT_ROLE_PARTY,
+					.timeout_ms = 5000};
+		char acrt[400], akey[400], devca[400];
+		snprintf(acrt, sizeof acrt, "%s/pki/admin.crt", dir);
+		snprintf(akey, sizeof akey, "%s/pki/admin.key", dir);
+		snprintf(devca, sizeof devca, "%s/pki/ca.crt", dir);
+		ho.cert_file = acrt, ho.key_file = akey;
+		struct httpc *c = NULL;
+		struct httpc_resp r;
+		ck_assert_int_eq(httpc_new(&c, &ho), 0);
+		ck_assert_int_eq(httpc_request(c, "GET", "/readyz", NULL, NULL, NULL, 0, &r), 0);
+		ck_assert_int_eq(r.status, 200);
+		httpc_resp_free(&r);
+		httpc_free(c);
+		ho.ca_file = devca;
+		ck_assert_int_eq(httpc_new(&c, &ho), 0);
+		ck_assert_int_eq(httpc_request(c, "GET", "/readyz", NULL, NULL, NULL, 0, &r), ERR_TLS);
+		httpc_resp_free(&r);
+		httpc_free(c);
+	}
+	json_decref(doc);
+	ck_assert_int_eq(tu_system("%s down --dir %s >>%s/acluster.out 2>&1", bin, dir, tmp), 0);
+	tu_svc_stop(&at);
+}
+END_TEST
+
 /* ---- each party in its own network namespace ---- */
 
 /* Three namespaces mimir<pid>n<i>, each joined to this one by a veth pair: 10.77.i.1
@@ -1473,6 +1546,7 @@ Suite *suite(void)
 	tcase_add_unchecked_fixture(cluster, setup_once, teardown_once);
 	tcase_set_timeout(cluster, 120);
 	tcase_add_test(cluster, test_cluster_up_down);
+	tcase_add_test(cluster, test_cluster_attested);
 	suite_add_tcase(s, cluster);
 	/* one case per fault, so that each can be run alone (CK_RUN_CASE=kill) */
 	const struct {
