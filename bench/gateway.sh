@@ -12,25 +12,17 @@ secs=${BENCH_SECONDS:-5}
 conns=${BENCH_CONNECTIONS:-32}
 command -v wrk >/dev/null || { echo "bench/gateway.sh: wrk is not installed (scripts/deps.sh installs it)" >&2; exit 1; }
 work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-start() { # name binary json
-  echo "$3" > "$work/$1.json"
-  "$B/$2" --config "$work/$1.json" --port-file "$work/$1.port" 2>"$work/$1.log" &
-  pids+=($!)
-  for _ in $(seq 200); do [ -s "$work/$1.port" ] && return 0; sleep 0.05; done
-  echo "bench/gateway.sh: $1 did not start:" >&2; tail -5 "$work/$1.log" >&2; exit 1
-}
+. "$(dirname "$0")/../scripts/deploy.sh" # deploy_start, deploy_down
+deploy_pids=()
+trap 'deploy_down; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
 "$B/mimir-pki" dev --out "$work/pki" >/dev/null
 P=$work/pki
-start session mimir-session "{\"http\": {\"port\": 0, \"threads\": 4}, \"log\": {\"level\": \"warn\"},
+deploy_start session mimir-session "{\"http\": {\"port\": 0, \"threads\": 4}, \"log\": {\"level\": \"warn\"},
  \"tls\": {\"cert\": \"$P/session.crt\", \"key\": \"$P/session.key\", \"ca\": \"$P/ca.crt\"},
  \"db\": {\"path\": \"$work/session.db\"}, \"keys\": {\"secret_file\": \"$work/session.secret\"}}"
 surl="https://localhost:$(cat "$work/session.port")"
-start gateway mimir-gateway "{\"http\": {\"port\": 0, \"threads\": 8}, \"log\": {\"level\": \"warn\"},
+deploy_start gateway mimir-gateway "{\"http\": {\"port\": 0, \"threads\": 8}, \"log\": {\"level\": \"warn\"},
  \"tls\": {\"cert\": \"$P/gateway.crt\", \"key\": \"$P/gateway.key\", \"ca\": \"$P/ca.crt\"},
  \"session\": {\"url\": \"$surl\", \"ca\": \"$P/ca.crt\", \"cert\": \"$P/gateway.crt\", \"key\": \"$P/gateway.key\", \"pool\": 16},
  \"admin\": {\"cert\": true}, \"limits\": {\"key_rate\": 1000000, \"key_burst\": 1000000}}"
@@ -60,5 +52,5 @@ errs=$(awk '/Non-2xx or 3xx responses/ {print $NF}' "$work/wrk.txt")
 total=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
 printf '  requests/s %s   p50 %s   p99 %s   requests %s   non-2xx %s\n' "$rps" "$p50" "$p99" "$total" "${errs:-0}"
 [ -z "$errs" ] || { echo "bench/gateway.sh: the gateway answered errors under load:" >&2; cat "$work/wrk.txt" >&2; exit 1; }
-rss=$(awk '/^VmRSS/ {print $2, $3}' "/proc/${pids[1]}/status")
+rss=$(awk '/^VmRSS/ {print $2, $3}' "/proc/${deploy_pids[1]}/status")
 echo "  gateway resident memory after the run: $rss"
