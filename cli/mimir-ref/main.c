@@ -25,12 +25,7 @@
 #define bad(...) cli_usage_error(PROG, __VA_ARGS__)
 
 struct opts {
-	char model[4096];
-	char tokenizer[4096];
-	const char *prompt;
-	long tokens;
-	struct sampler_params sp;
-	bool ids;
+	struct cli_gen g; /* --model ... --ids, common/cli */
 };
 
 static void usage(FILE *f)
@@ -61,78 +56,33 @@ static void usage(FILE *f)
 /* Returns -1 to go on, otherwise the exit status. */
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-	const char *shared = getenv("MIMIR_SHARED");
-	if (!shared || !*shared)
-		shared = "../shared";
-	snprintf(o->model, sizeof o->model, "%s/models/stories260K.bin", shared);
-	snprintf(o->tokenizer, sizeof o->tokenizer, "%s/models/tok512.bin", shared);
-	o->tokens = -1;
-	o->sp = (struct sampler_params){.temperature = 0.0f, .top_p = 0.9f, .top_k = 0, .seed = 1};
-
-	enum { O_MODEL = 256, O_TOK, O_PROMPT, O_TOKENS, O_TEMP, O_TOPP, O_TOPK, O_SEED, O_IDS };
+	cli_gen_defaults(&o->g);
 	static const struct option lo[] = {
-		{"model", required_argument, NULL, O_MODEL},
-		{"tokenizer", required_argument, NULL, O_TOK},
-		{"prompt", required_argument, NULL, O_PROMPT},
-		{"tokens", required_argument, NULL, O_TOKENS},
-		{"temperature", required_argument, NULL, O_TEMP},
-		{"top-p", required_argument, NULL, O_TOPP},
-		{"top-k", required_argument, NULL, O_TOPK},
-		{"seed", required_argument, NULL, O_SEED},
-		{"ids", no_argument, NULL, O_IDS},
+		CLI_GEN_LONGOPTS,
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	opterr = 0;
 	int c;
-	long v;
 	while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
 		const char *a = optarg;
+		int st = cli_gen_option(PROG, &o->g, c, a, argv[optind - 1], 0.0f);
+		if (st != -2) {
+			if (st >= 0)
+				return st;
+			continue;
+		}
 		switch (c) {
 		case 'h': usage(stdout); return 0;
-		case O_MODEL:
-		case O_TOK: {
-			char *dst = c == O_MODEL ? o->model : o->tokenizer;
-			if (strlen(a) >= sizeof o->model)
-				return bad("%s: path too long", argv[optind - 1]);
-			snprintf(dst, sizeof o->model, "%s", a);
-			break;
-		}
-		case O_PROMPT: o->prompt = a; break;
-		case O_TOKENS:
-			if (!cli_parse_long(a, 0, MODEL_MAX_SEQ, &o->tokens))
-				return bad("--tokens %s: expected an integer in 0..%d", a,
-					   MODEL_MAX_SEQ);
-			break;
-		case O_TEMP:
-			if (!cli_parse_float(a, 0.0f, 1e6f, &o->sp.temperature))
-				return bad("--temperature %s: expected a number >= 0", a);
-			break;
-		case O_TOPP:
-			if (!cli_parse_float(a, 0.0f, 1.0f, &o->sp.top_p))
-				return bad("--top-p %s: expected a number in [0, 1]", a);
-			break;
-		case O_TOPK:
-			if (!cli_parse_long(a, 0, MODEL_MAX_VOCAB, &v))
-				return bad("--top-k %s: expected an integer in 0..%d", a,
-					   MODEL_MAX_VOCAB);
-			o->sp.top_k = (int)v;
-			break;
-		case O_SEED:
-			if (!cli_parse_u64(a, &o->sp.seed))
-				return bad("--seed %s: expected an unsigned 64-bit integer", a);
-			break;
-		case O_IDS: o->ids = true; break;
 		case ':': return bad("%s needs a value", argv[optind - 1]);
 		default: return bad("unknown option %s", argv[optind - 1]);
 		}
 	}
 	if (optind < argc)
 		return bad("unexpected argument '%s'", argv[optind]);
-	if (!o->prompt)
-		return bad("--prompt is required");
-	if (o->tokens < 0)
-		return bad("--tokens is required");
+	int gc = cli_gen_check(PROG, &o->g);
+	if (gc >= 0)
+		return gc;
 	return -1;
 }
 
@@ -150,45 +100,45 @@ int main(int argc, char **argv)
 	struct model_state *st = NULL;
 	struct sampler *smp = NULL;
 	int *ids = NULL, *out = NULL;
-	size_t plen = strlen(o.prompt), np = 0;
+	size_t plen = strlen(o.g.prompt), np = 0;
 
-	if ((rc = model_load(o.model, &m, err, sizeof err)) != 0) {
+	if ((rc = model_load(o.g.model, &m, err, sizeof err)) != 0) {
 		fprintf(stderr, PROG ": %s\n", err);
 		goto out;
 	}
 	const struct model_config *c = model_config(m);
-	if ((rc = tok_load(o.tokenizer, c->vocab_size, &t, err, sizeof err)) != 0) {
+	if ((rc = tok_load(o.g.tokenizer, c->vocab_size, &t, err, sizeof err)) != 0) {
 		fprintf(stderr, PROG ": %s\n", err);
 		goto out;
 	}
 	ids = malloc(tok_encode_max(plen) * sizeof *ids);
-	out = malloc(((size_t)o.tokens + 1) * sizeof *out);
+	out = malloc(((size_t)o.g.tokens + 1) * sizeof *out);
 	if (!ids || !out) {
 		fprintf(stderr, PROG ": out of memory\n");
 		goto out;
 	}
-	if ((rc = tok_encode(t, o.prompt, plen, true, false, ids, tok_encode_max(plen), &np)) !=
+	if ((rc = tok_encode(t, o.g.prompt, plen, true, false, ids, tok_encode_max(plen), &np)) !=
 	    0) {
 		fprintf(stderr, PROG ": cannot encode the prompt: %s\n", err_title(rc));
 		goto out;
 	}
-	if (np + (size_t)o.tokens > (size_t)c->seq_len) {
+	if (np + (size_t)o.g.tokens > (size_t)c->seq_len) {
 		fprintf(stderr,
 			PROG ": the prompt (%zu tokens with BOS) plus --tokens %ld exceeds the "
 			     "model's context of %d\n",
-			np, o.tokens, c->seq_len);
+			np, o.g.tokens, c->seq_len);
 		status = EXIT_USAGE;
 		goto out;
 	}
-	if ((rc = sampler_new(c->vocab_size, &o.sp, &smp)) != 0 ||
-	    (rc = model_state_new(m, (int)(np + (size_t)o.tokens), &st)) != 0) {
+	if ((rc = sampler_new(c->vocab_size, &o.g.sp, &smp)) != 0 ||
+	    (rc = model_state_new(m, (int)(np + (size_t)o.g.tokens), &st)) != 0) {
 		fprintf(stderr, PROG ": cannot set up generation: %s\n", err_title(rc));
 		goto out;
 	}
 
-	bool live = !o.ids && isatty(STDOUT_FILENO);
-	if (!o.ids) {
-		fwrite(o.prompt, 1, plen, stdout);
+	bool live = !o.g.ids && isatty(STDOUT_FILENO);
+	if (!o.g.ids) {
+		fwrite(o.g.prompt, 1, plen, stdout);
 		if (live)
 			fflush(stdout);
 	}
@@ -196,7 +146,7 @@ int main(int argc, char **argv)
 	long made = 0;
 	int token = ids[0], passes = 0;
 	double t0 = cli_now_s();
-	for (int pos = 0; made < o.tokens; pos++) {
+	for (int pos = 0; made < o.g.tokens; pos++) {
 		const float *logits;
 		if ((rc = model_forward(st, token, pos, &logits)) != 0) {
 			fprintf(stderr, PROG ": forward pass failed at position %d: %s\n", pos,
@@ -212,7 +162,7 @@ int main(int argc, char **argv)
 		if (next == TOK_BOS)
 			break; /* BOS starts a new text: the model has finished this one */
 		out[made++] = next;
-		if (!o.ids) {
+		if (!o.g.ids) {
 			const char *p;
 			size_t l;
 			tok_decode(t, token, next, &p, &l);
@@ -223,7 +173,7 @@ int main(int argc, char **argv)
 		token = next;
 	}
 	double dt = cli_now_s() - t0;
-	if (o.ids)
+	if (o.g.ids)
 		for (long i = 0; i < made; i++)
 			printf("%s%d", i ? " " : "", out[i]);
 	printf("\n");

@@ -32,12 +32,7 @@
 #define bad(...) cli_usage_error(PROG, __VA_ARGS__)
 
 struct opts {
-	char model[4096];
-	char tokenizer[4096];
-	const char *prompt;
-	long tokens;
-	struct sampler_params sp;
-	bool ids;
+	struct cli_gen g; /* --model ... --ids, common/cli */
 	long parties;
 	long pad;
 	long frac_bits;
@@ -77,30 +72,13 @@ static void usage(FILE *f)
 /* Returns -1 to go on, otherwise the exit status. */
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-	const char *shared = getenv("MIMIR_SHARED");
-	if (!shared || !*shared)
-		shared = "../shared";
-	snprintf(o->model, sizeof o->model, "%s/models/stories260K.bin", shared);
-	snprintf(o->tokenizer, sizeof o->tokenizer, "%s/models/tok512.bin", shared);
-	o->tokens = -1;
+	cli_gen_defaults(&o->g);
 	o->parties = 3;
 	o->frac_bits = RING_FXP_DEFAULT_F;
-	o->sp = (struct sampler_params){.temperature = 0.0f, .top_p = 0.9f, .top_k = 0, .seed = 1};
 
-	enum {
-		O_MODEL = 256, O_TOK, O_PROMPT, O_TOKENS, O_TEMP, O_TOPP, O_TOPK, O_SEED, O_IDS,
-		O_PARTIES, O_PAD, O_FRAC
-	};
+	enum { O_PARTIES = 256, O_PAD, O_FRAC };
 	static const struct option lo[] = {
-		{"model", required_argument, NULL, O_MODEL},
-		{"tokenizer", required_argument, NULL, O_TOK},
-		{"prompt", required_argument, NULL, O_PROMPT},
-		{"tokens", required_argument, NULL, O_TOKENS},
-		{"temperature", required_argument, NULL, O_TEMP},
-		{"top-p", required_argument, NULL, O_TOPP},
-		{"top-k", required_argument, NULL, O_TOPK},
-		{"seed", required_argument, NULL, O_SEED},
-		{"ids", no_argument, NULL, O_IDS},
+		CLI_GEN_LONGOPTS,
 		{"parties", required_argument, NULL, O_PARTIES},
 		{"pad", required_argument, NULL, O_PAD},
 		{"frac-bits", required_argument, NULL, O_FRAC},
@@ -109,47 +87,16 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	};
 	opterr = 0;
 	int c;
-	long v;
 	while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
 		const char *a = optarg;
+		int st = cli_gen_option(PROG, &o->g, c, a, argv[optind - 1], 1e-3f);
+		if (st != -2) {
+			if (st >= 0)
+				return st;
+			continue;
+		}
 		switch (c) {
 		case 'h': usage(stdout); return 0;
-		case O_MODEL:
-		case O_TOK: {
-			char *dst = c == O_MODEL ? o->model : o->tokenizer;
-			if (strlen(a) >= sizeof o->model)
-				return bad("%s: path too long", argv[optind - 1]);
-			snprintf(dst, sizeof o->model, "%s", a);
-			break;
-		}
-		case O_PROMPT: o->prompt = a; break;
-		case O_TOKENS:
-			if (!cli_parse_long(a, 0, MODEL_MAX_SEQ, &o->tokens))
-				return bad("--tokens %s: expected an integer in 0..%d", a,
-					   MODEL_MAX_SEQ);
-			break;
-		case O_TEMP:
-			if (!cli_parse_float(a, 0.0f, 1e6f, &o->sp.temperature) ||
-			    (o->sp.temperature > 0.0f && o->sp.temperature < 1e-3f))
-				return bad("--temperature %s: expected 0 or a number in "
-					   "0.001..1000000",
-					   a);
-			break;
-		case O_TOPP:
-			if (!cli_parse_float(a, 0.0f, 1.0f, &o->sp.top_p))
-				return bad("--top-p %s: expected a number in [0, 1]", a);
-			break;
-		case O_TOPK:
-			if (!cli_parse_long(a, 0, MODEL_MAX_VOCAB, &v))
-				return bad("--top-k %s: expected an integer in 0..%d", a,
-					   MODEL_MAX_VOCAB);
-			o->sp.top_k = (int)v;
-			break;
-		case O_SEED:
-			if (!cli_parse_u64(a, &o->sp.seed))
-				return bad("--seed %s: expected an unsigned 64-bit integer", a);
-			break;
-		case O_IDS: o->ids = true; break;
 		case O_PARTIES:
 			if (!cli_parse_long(a, 2, MPC_MAX_PARTIES, &o->parties))
 				return bad("--parties %s: expected an integer in 2..%d", a,
@@ -171,10 +118,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	}
 	if (optind < argc)
 		return bad("unexpected argument '%s'", argv[optind]);
-	if (!o->prompt)
-		return bad("--prompt is required");
-	if (o->tokens < 0)
-		return bad("--tokens is required");
+	int gc = cli_gen_check(PROG, &o->g);
+	if (gc >= 0)
+		return gc;
 	return -1;
 }
 
@@ -248,15 +194,15 @@ static void *party_main(void *arg)
 	double t0 = cli_now_s(), t1, t2;
 	const bool lead = pp->id == 0;
 
-	sampler_rng_seed(&rng, o->sp.seed);
+	sampler_rng_seed(&rng, o->g.sp.seed);
 	pp->where = "weights";
 	if ((rc = smodel_new_owner(pp->mpc, r->cfg, 0, lead ? r->m : NULL, &sm)) != 0)
 		goto out;
 	struct smodel_gen_opts go = {
-		.n_ctx = (int)(r->slots + (size_t)o->tokens),
-		.sampling = {.temperature = o->sp.temperature,
-			     .top_p = o->sp.top_p,
-			     .top_k = o->sp.top_k},
+		.n_ctx = (int)(r->slots + (size_t)o->g.tokens),
+		.sampling = {.temperature = o->g.sp.temperature,
+			     .top_p = o->g.sp.top_p,
+			     .top_k = o->g.sp.top_k},
 	};
 	if (go.n_ctx < 1)
 		go.n_ctx = 1;
@@ -265,14 +211,14 @@ static void *party_main(void *arg)
 		goto out;
 	mpc_get_stats(pp->mpc, &pp->st_setup);
 	t1 = cli_now_s();
-	if (o->tokens > 0 &&
+	if (o->g.tokens > 0 &&
 	    (rc = smodel_gen_prompt(g, 0, lead ? r->ids : NULL, lead ? r->np : 0, r->slots,
 				    o->pad > 0)) != 0)
 		goto out;
 	prev = r->ids[r->np - 1];
 	t2 = t1;
-	for (long made = 0; made < o->tokens; made++) {
-		float coin = o->sp.temperature > 0.0f ? sampler_rng_f32(&rng) : 0.0f;
+	for (long made = 0; made < o->g.tokens; made++) {
+		float coin = o->g.sp.temperature > 0.0f ? sampler_rng_f32(&rng) : 0.0f;
 		int tok;
 		pp->where = "forward pass";
 		if ((rc = smodel_gen_step(g, coin)) != 0)
@@ -288,7 +234,7 @@ static void *party_main(void *arg)
 			break;
 		if (lead) {
 			r->out[r->made++] = tok;
-			if (!o->ids) {
+			if (!o->g.ids) {
 				const char *piece;
 				size_t l;
 				tok_decode(r->t, prev, tok, &piece, &l);
@@ -299,7 +245,7 @@ static void *party_main(void *arg)
 		}
 		prev = tok;
 	}
-	if (o->tokens == 0) {
+	if (o->g.tokens == 0) {
 		mpc_get_stats(pp->mpc, &pp->st_prompt);
 		t2 = cli_now_s();
 	}
@@ -412,8 +358,8 @@ int main(int argc, char **argv)
 	int rc = parse_args(argc, argv, &o);
 	if (rc >= 0)
 		return rc;
-	if (o.sp.temperature > 0.0f && o.sp.top_p > 0.0f && o.sp.top_p < 1.0f &&
-	    (o.sp.top_k <= 0))
+	if (o.g.sp.temperature > 0.0f && o.g.sp.top_p > 0.0f && o.g.sp.top_p < 1.0f &&
+	    (o.g.sp.top_k <= 0))
 		return bad("top-p sampling needs --top-k: the nucleus of the whole vocabulary "
 			   "would need a secure sort; give --top-k K (top-p then applies within "
 			   "the K) or --top-p 1");
@@ -423,26 +369,26 @@ int main(int argc, char **argv)
 	struct model *m = NULL;
 	struct tok *t = NULL;
 	int *ids = NULL, *out = NULL;
-	size_t plen = strlen(o.prompt), np = 0;
+	size_t plen = strlen(o.g.prompt), np = 0;
 	struct party pp[MPC_MAX_PARTIES];
 	memset(pp, 0, sizeof pp);
 
-	if ((rc = model_load(o.model, &m, err, sizeof err)) != 0) {
+	if ((rc = model_load(o.g.model, &m, err, sizeof err)) != 0) {
 		fprintf(stderr, PROG ": %s\n", err);
 		goto out;
 	}
 	const struct model_config *c = model_config(m);
-	if ((rc = tok_load(o.tokenizer, c->vocab_size, &t, err, sizeof err)) != 0) {
+	if ((rc = tok_load(o.g.tokenizer, c->vocab_size, &t, err, sizeof err)) != 0) {
 		fprintf(stderr, PROG ": %s\n", err);
 		goto out;
 	}
 	ids = malloc(tok_encode_max(plen) * sizeof *ids);
-	out = malloc(((size_t)o.tokens + 1) * sizeof *out);
+	out = malloc(((size_t)o.g.tokens + 1) * sizeof *out);
 	if (!ids || !out) {
 		fprintf(stderr, PROG ": out of memory\n");
 		goto out;
 	}
-	if ((rc = tok_encode(t, o.prompt, plen, true, false, ids, tok_encode_max(plen), &np)) !=
+	if ((rc = tok_encode(t, o.g.prompt, plen, true, false, ids, tok_encode_max(plen), &np)) !=
 	    0) {
 		fprintf(stderr, PROG ": cannot encode the prompt: %s\n", err_title(rc));
 		goto out;
@@ -450,22 +396,22 @@ int main(int argc, char **argv)
 	size_t slots = np;
 	if (o.pad > 0)
 		slots = (np + (size_t)o.pad - 1) / (size_t)o.pad * (size_t)o.pad;
-	if (slots + (size_t)o.tokens > (size_t)c->seq_len) {
+	if (slots + (size_t)o.g.tokens > (size_t)c->seq_len) {
 		fprintf(stderr,
 			PROG ": the prompt (%zu tokens with BOS, %zu positions) plus --tokens %ld "
 			     "exceeds the model's context of %d\n",
-			np, slots, o.tokens, c->seq_len);
+			np, slots, o.g.tokens, c->seq_len);
 		status = EXIT_USAGE;
 		goto out;
 	}
-	if (o.sp.top_k >= c->vocab_size)
-		o.sp.top_k = 0; /* keeps everything: the same as off, as in the sampler */
+	if (o.g.sp.top_k >= c->vocab_size)
+		o.g.sp.top_k = 0; /* keeps everything: the same as off, as in the sampler */
 
 	struct run r = {.o = &o, .m = m, .cfg = c, .t = t, .ids = ids, .np = np, .slots = slots,
-			.out = out, .live = !o.ids && isatty(STDOUT_FILENO),
+			.out = out, .live = !o.g.ids && isatty(STDOUT_FILENO),
 			.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-	if (!o.ids) {
-		fwrite(o.prompt, 1, plen, stdout);
+	if (!o.g.ids) {
+		fwrite(o.g.prompt, 1, plen, stdout);
 		if (r.live)
 			fflush(stdout);
 	}
@@ -485,7 +431,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, PROG ": party %u aborted in the %s\n", i, pp[i].where);
 			goto out;
 		}
-	if (o.ids)
+	if (o.g.ids)
 		for (long i = 0; i < r.made; i++)
 			printf("%s%d", i ? " " : "", out[i]);
 	printf("\n");
