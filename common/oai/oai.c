@@ -396,17 +396,22 @@ static int spawn(struct http_req *r, struct oai *o, struct job *j, void *(*fn)(v
 	}
 	snprintf(j->key, sizeof j->key, "%s", k);
 	pthread_mutex_lock(&o->mu);
-	bool full = o->running >= o->max_running || o->stopping || !o->gateway;
-	if (!full)
+	const char *busy = NULL;
+	int code = ERR_UNAVAILABLE;
+	if (o->stopping)
+		busy = "shutting down";
+	else if (!o->gateway)
+		busy = "the gateway's address is not known yet";
+	else if (o->running >= o->max_running)
+		busy = "too many completions at once; retry later", code = ERR_RATE_LIMITED;
+	else
 		o->running++;
 	pthread_mutex_unlock(&o->mu);
-	if (full) {
+	if (busy) {
 		job_free(j);
-		if (!o->gateway)
-			return oai_reply_error(r, ERR_UNAVAILABLE, 503, "the gateway's address is not known yet", NULL, NULL);
 		http_reply_header(r, "Retry-After", "1");
-		return oai_reply_error(r, ERR_RATE_LIMITED, 429, "too many completions at once; retry later", NULL,
-				   "rate_limit_exceeded");
+		return oai_reply_error(r, code, (unsigned)err_http_status(code), busy, NULL,
+				       code == ERR_RATE_LIMITED ? "rate_limit_exceeded" : NULL);
 	}
 	int rc = http_reply_later(r, &j->l);
 	pthread_t t;
@@ -419,7 +424,7 @@ static int spawn(struct http_req *r, struct oai *o, struct job *j, void *(*fn)(v
 	}
 	pthread_attr_destroy(&a);
 	if (rc != 0) {
-		if (!j->l)
+		if (!j->l && rc == ERR_NOMEM) /* (shutting down: http_reply_later answered 503) */
 			oai_reply_error(r, rc, (unsigned)err_http_status(rc), NULL, NULL, NULL);
 		job_free(j);
 		job_done(o);
