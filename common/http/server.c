@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -112,6 +113,17 @@ static char *read_pem(const char *path, int *rc)
 	}
 	buf[n] = '\0';
 	return buf;
+}
+
+/* libmicrohttpd's fatal errors (MHD_PANIC) end the process; this says where and why
+ * in the service's log first, which its default handler does only on a stderr that a
+ * supervisor may not keep. */
+static void mhd_panic(void *cls, const char *file, unsigned int line, const char *reason)
+{
+	(void)cls;
+	LOG_ERROR("http.mhd_panic", LOG_S("file", file ? file : ""), LOG_I("line", line),
+		  LOG_S("reason", reason ? reason : ""));
+	abort();
 }
 
 __attribute__((format(printf, 2, 0))) static void mhd_logger(void *cls, const char *fmt, va_list ap)
@@ -757,6 +769,7 @@ int http_server_start(struct http_server **out, const struct http_server_config 
 	*out = NULL;
 	if (sodium_init() < 0)
 		return ERR_CRYPTO;
+	MHD_set_panic_func(mhd_panic, NULL);
 	s = calloc(1, sizeof *s);
 	if (!s)
 		return ERR_NOMEM;
@@ -887,9 +900,13 @@ void http_server_shutdown(struct http_server *s)
 	if (!s || !s->d || s->stopped)
 		return;
 	s->stopping = true;
+	/* New connections are refused from now on: the listening socket stops listening
+	 * (shutdown) but its descriptor stays ours until the daemon has stopped, so no
+	 * worker thread that saw it ready a moment ago can accept on a number that
+	 * meanwhile names another socket. */
 	MHD_socket fd = MHD_quiesce_daemon(s->d);
 	if (fd != MHD_INVALID_SOCKET)
-		close(fd);
+		shutdown(fd, SHUT_RDWR);
 	pthread_mutex_lock(&s->mu);
 	unsigned before = s->inflight;
 	pthread_mutex_unlock(&s->mu);
@@ -910,6 +927,8 @@ void http_server_shutdown(struct http_server *s)
 	if (!drained)
 		LOG_WARN("http.drain_timeout", LOG_I("abandoned", left));
 	MHD_stop_daemon(s->d);
+	if (fd != MHD_INVALID_SOCKET)
+		close(fd);
 	s->d = NULL;
 	s->stopped = true;
 	LOG_INFO("http.stopped");

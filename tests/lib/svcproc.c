@@ -53,8 +53,16 @@ int tu_svc_start(struct tu_svc *s, const char *dir, const char *binary, const ch
 void tu_svc_stop(struct tu_svc *s)
 {
 	int st = tu_proc_stop(&s->proc, SIGTERM, 15000);
-	ck_assert_msg(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
-		      "%s did not exit 0 on SIGTERM (status %d); see %s", s->name, st, s->log);
+	bool ok = st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+	if (!ok) {
+		/* The log goes with the temporary directory: its end is what CI keeps. */
+		fprintf(stderr, "---- %s did not exit 0 (%s %d); the end of %s:\n", s->name,
+			st >= 0 && WIFSIGNALED(st) ? "signal" : "status",
+			st >= 0 && WIFSIGNALED(st) ? WTERMSIG(st) : st, s->log);
+		tu_system("tail -n 30 '%s' >&2", s->log);
+		fprintf(stderr, "----\n");
+	}
+	ck_assert_msg(ok, "%s did not exit 0 on SIGTERM (status %d); see %s", s->name, st, s->log);
 }
 
 struct httpc *tu_client(const char *pki, const char *name, const char *url, enum ident_role expect)
