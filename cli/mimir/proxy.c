@@ -86,7 +86,7 @@ static int h_completions(struct http_req *r, void *ctx) { return oai_completions
 
 static const struct http_route routes[] = {
 	{"GET", "/v1/models", h_models, 0, 0, 0},
-	{"POST", "/v1/completions", h_completions, 0, OAI_PROMPT_MAX + 16384, 0},
+	{"POST", "/v1/completions", h_completions, 0, OAI_PROMPT_MAX + 16384, HTTP_ROUTE_SECRET},
 	{NULL, NULL, NULL, 0, 0, 0},
 };
 

@@ -126,6 +126,8 @@ const char *http_req_header(const struct http_req *r, const char *name);
 const void *http_req_body(const struct http_req *r, size_t *len);
 /* Verified TLS peer, NULL on plain HTTP. */
 const struct ident *http_req_peer(const struct http_req *r);
+/* Whether the server serves TLS (https) or plain HTTP. */
+bool http_req_tls(const struct http_req *r);
 /* The client's address (struct sockaddr_in or sockaddr_in6), for per-address limits;
  * NULL when unknown. Valid until the reply is sent. */
 const struct sockaddr *http_req_remote_addr(const struct http_req *r);

@@ -481,6 +481,7 @@ const char *http_req_route(const struct http_req *r) { return r->route_label; }
 const struct ident *http_req_peer(const struct http_req *r) { return r->peer; }
 const char *http_req_id(const struct http_req *r) { return r->id; }
 uint16_t http_req_local_port(const struct http_req *r) { return r->srv->port; }
+bool http_req_tls(const struct http_req *r) { return r->srv->tls; }
 
 const char *http_req_param(const struct http_req *r, const char *name)
 {

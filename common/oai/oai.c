@@ -455,7 +455,7 @@ static void *models_worker(void *arg)
 			if (m)
 				json_array_append_new(data, m);
 		} else if (st != GCL_AUTH && st != GCL_NOT_FOUND) {
-			status_of(&res, &code, &status); /* the caller may read none of them: an empty list */
+			status_of(&res, &code, &status); /* the gateway or the link failed: say so */
 			break;
 		} else if (st == GCL_AUTH && res.http_status == 401) {
 			status_of(&res, &code, &status); /* a key the gateway does not know at all */
@@ -549,12 +549,15 @@ static int write_chunk(struct job *j, const char *text, size_t len, const char *
 	return rc;
 }
 
-/* Cuts the text at the first stop sequence; true when one was found. */
-static bool cut_at_stop(struct job *j)
+/* Cuts the text at the first stop sequence; true when one was found. Only a stop that
+ * ends in the bytes after `before` (the text's length before the last token) can be
+ * new, so the search starts a stop's length short of it, not at the beginning. */
+static bool cut_at_stop(struct job *j, size_t before)
 {
 	size_t best = SIZE_MAX;
 	for (size_t i = 0; i < j->c.n_stops; i++) {
-		char *at = memmem(j->acc, j->acc_len, j->c.stop[i], j->c.stop_len[i]);
+		size_t from = before >= j->c.stop_len[i] ? before - j->c.stop_len[i] + 1 : 0;
+		char *at = memmem(j->acc + from, j->acc_len - from, j->c.stop[i], j->c.stop_len[i]);
 		if (at && (size_t)(at - j->acc) < best)
 			best = (size_t)(at - j->acc);
 	}
@@ -607,11 +610,12 @@ static int on_token(void *arg, int id, const char *piece, size_t len)
 {
 	(void)id;
 	struct job *j = arg;
+	size_t before = j->acc_len;
 	if (!append(j, piece, len, false)) {
 		j->gone = true;
 		return 1;
 	}
-	if (cut_at_stop(j)) {
+	if (cut_at_stop(j, before)) {
 		j->finish = "stop";
 		return 1;
 	}

@@ -83,7 +83,7 @@ static struct oai *ready(struct http_req *r, struct gw_ctx *c)
 		return NULL;
 	if (!c->set.openai_url) {
 		char url[64];
-		snprintf(url, sizeof url, "%s://localhost:%u", c->set.session_ca ? "https" : "http",
+		snprintf(url, sizeof url, "%s://localhost:%u", http_req_tls(r) ? "https" : "http",
 			 http_req_local_port(r));
 		oai_set_gateway(c->oai, url);
 	}
